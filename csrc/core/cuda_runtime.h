@@ -1,0 +1,23 @@
+// The few CUDA runtime services the core needs (memory, copies, device count, streams),
+// implemented in csrc/cuda/runtime.cu. Only compiled in when CCN_WITH_CUDA is defined.
+#pragma once
+#include <cstddef>
+
+namespace ccn::cuda {
+
+int device_count();
+void* raw_malloc(int device, size_t bytes);
+void raw_free(int device, void* ptr);
+// Copies between host and device or between two devices (peer copy), then waits for it.
+void copy(void* dst, int dst_device, const void* src, int src_device, size_t bytes);
+void memset_zero(void* ptr, int device, size_t bytes);
+void fill(float* ptr, int device, float value, size_t count);
+
+// The stream that kernels launched by this host thread go to (one per logical device;
+// the net's worker thread for a device sets it). nullptr means the default stream.
+void* current_stream();
+void set_current_stream(void* stream);
+void* create_stream(int device);
+void synchronize_stream(void* stream);
+
+}  // namespace ccn::cuda

@@ -1,0 +1,43 @@
+#include "ops/check.h"
+
+namespace ccn::ops {
+
+static void check_defined(const Tensor& t, const char* name) {
+  CCN_CHECK(t.defined(), "argument '", name, "' is not a tensor");
+  CCN_CHECK(t.is_contiguous(), "argument '", name, "' must be contiguous (row-major), got shape ",
+            shape_str(t.shape()), " with strides ", shape_str(t.strides()));
+}
+
+void check_matrix(const Tensor& t, const char* name, int64_t rows, int64_t cols) {
+  check_defined(t, name);
+  CCN_CHECK(t.ndim() >= 1 && t.cols() == cols && t.rows() == rows, "argument '", name,
+            "' must have shape (", rows, ", ", cols, ") (or any shape whose last dimension is ",
+            cols, " and whose other dimensions multiply to ", rows, "), got ", shape_str(t.shape()));
+}
+
+void check_numel(const Tensor& t, const char* name, int64_t count) {
+  check_defined(t, name);
+  CCN_CHECK(t.numel() == count, "argument '", name, "' must have ", count, " elements, got shape ",
+            shape_str(t.shape()));
+}
+
+Device common_device(std::initializer_list<NamedTensor> tensors) {
+  const NamedTensor* first = nullptr;
+  for (const NamedTensor& nt : tensors) {
+    CCN_CHECK(nt.second->defined(), "argument '", nt.first, "' is not a tensor");
+    if (!first) {
+      first = &nt;
+      continue;
+    }
+    CCN_CHECK_TYPE(nt.second->device() == first->second->device(), "argument '", nt.first, "' is on ",
+                   nt.second->device().str(), " but '", first->first, "' is on ",
+                   first->second->device().str());
+  }
+  return first ? first->second->device() : Device::cpu();
+}
+
+void check_positive(int64_t value, const char* name) {
+  CCN_CHECK(value > 0, "parameter '", name, "' must be positive, got ", value);
+}
+
+}  // namespace ccn::ops

@@ -1,0 +1,35 @@
+// Host-side precondition checks shared by every op, and the device dispatch.
+// Each op's entry point (csrc/ops/<family>.cpp) checks its arguments here, so the CPU
+// and CUDA backends can assume well-formed input, and a bad call from Python becomes a
+// ValueError / TypeError that names the argument.
+#pragma once
+#include <initializer_list>
+#include <utility>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace ccn::ops {
+
+using NamedTensor = std::pair<const char*, const Tensor*>;
+
+// `t` must be a defined, contiguous tensor whose matrix view is (rows, cols).
+void check_matrix(const Tensor& t, const char* name, int64_t rows, int64_t cols);
+// `t` must be a defined, contiguous tensor with exactly `count` elements.
+void check_numel(const Tensor& t, const char* name, int64_t count);
+// All tensors live on one device; returns it.
+Device common_device(std::initializer_list<NamedTensor> tensors);
+// A positive integer parameter.
+void check_positive(int64_t value, const char* name);
+
+}  // namespace ccn::ops
+
+// Calls cpu::fn or cuda::fn with the same arguments, by device.
+#ifdef CCN_WITH_CUDA
+#define CCN_DISPATCH(device, fn, ...) \
+  ((device).is_cuda() ? ::ccn::cuda::fn(__VA_ARGS__) : ::ccn::cpu::fn(__VA_ARGS__))
+#else
+#define CCN_DISPATCH(device, fn, ...)                                                  \
+  ((device).is_cuda() ? throw ::ccn::TypeError("this build of ccn has no CUDA backend") \
+                      : ::ccn::cpu::fn(__VA_ARGS__))
+#endif

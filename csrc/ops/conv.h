@@ -1,0 +1,51 @@
+// Convolution (weights shared across positions) and locally-connected layers (untied
+// weights), with cuda-convnet's layouts:
+//   images   (channels, imgSizeY, imgSizeX, numImages)                 image index fastest
+//   filters  conv:  (filterChannels * filterSize^2, numFilters)
+//            local: (modulesY * modulesX * filterChannels * filterSize^2, numFilters)
+//            rows ordered (module,) channel, filterRow, filterCol;  filterChannels = channels / groups
+//   hidActs  (numFilters, modulesY, modulesX, numImages)
+// Groups: filters [g * numFilters/groups, (g+1) * numFilters/groups) see image channels
+// [g * filterChannels, (g+1) * filterChannels).
+// Module (my, mx) covers image rows my*stride - padding + [0, filterSize) and the same for
+// columns; pixels outside the image are zero.
+// Every routine computes  targets = scaleTargets * targets + scaleOutput * result.
+#pragma once
+#include "core/tensor.h"
+
+namespace ccn {
+
+struct ConvGeometry {
+  int channels = 0;      // image channels
+  int imgSizeY = 0, imgSizeX = 0;
+  int filterSize = 0;    // square filters
+  int numFilters = 0;
+  int padding = 0;       // zero padding on every side (cuda-convnet's paddingStart = -padding)
+  int stride = 1;
+  int modulesY = 0, modulesX = 0;
+  int groups = 1;
+  bool local = false;    // untied weights: a separate filter bank per module
+
+  int filterChannels() const { return channels / groups; }
+  int filterPixels() const { return filterSize * filterSize; }
+  int modules() const { return modulesY * modulesX; }
+  int64_t imageRows() const { return int64_t(channels) * imgSizeY * imgSizeX; }
+  int64_t filterRows() const { return int64_t(local ? modules() : 1) * filterChannels() * filterPixels(); }
+  int64_t hidRows() const { return int64_t(numFilters) * modules(); }
+  // cuda-convnet's output size: 1 + ceil((2 * padding + imgSize - filterSize) / stride).
+  static int outputSize(int imgSize, int filterSize, int padding, int stride);
+};
+
+namespace ops {
+#include "ops/conv.inc"
+}
+namespace cpu {
+#include "ops/conv.inc"
+}
+#ifdef CCN_WITH_CUDA
+namespace cuda {
+#include "ops/conv.inc"
+}
+#endif
+
+}  // namespace ccn

@@ -1,0 +1,31 @@
+// Softmax and cost routines. Class scores and probabilities are (numClasses, numCases)
+// (case index fastest); labels for logreg are (numCases) class indices stored as floats;
+// labels for cross-entropy are (numClasses, numCases) target distributions.
+//
+// Gradients follow cuda-convnet: cost layers send back coeff times the gradient of the
+// *objective* (log-probability, i.e. the negative cost), so that the weight update adds
+// it (w += eps * grad). targets = scaleTargets * targets + scaleOutput * result.
+#pragma once
+#include "core/tensor.h"
+
+namespace ccn {
+
+struct CostResult {
+  double cost = 0;    // summed over cases
+  double error = 0;   // number of cases misclassified (top-1)
+  double errorTopK = 0;  // number of cases whose label is not among the top k
+};
+
+namespace ops {
+#include "ops/cost.inc"
+}
+namespace cpu {
+#include "ops/cost.inc"
+}
+#ifdef CCN_WITH_CUDA
+namespace cuda {
+#include "ops/cost.inc"
+}
+#endif
+
+}  // namespace ccn
