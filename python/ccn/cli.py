@@ -1,0 +1,53 @@
+"""Entry points of convnet.py (train / resume / test / check-grads / write-features)."""
+import sys
+
+from . import checkpoint, options
+from .config import ConfigError
+
+
+def convnet_main(argv=None):
+    try:
+        given, load_file = options.parse(argv)
+        state, run_dir = {}, None
+        if given.get("finetune"):
+            if load_file:
+                raise ValueError("use either -f (resume) or --finetune (new net from a checkpoint's weights)")
+            loaded, path, _ = checkpoint.load(given["finetune"])
+            print(f"convnet: fine-tuning from {path}")
+            op = options.merge(given, loaded["op"])
+            op["finetune"] = path
+            state = {"params": loaded["params"]}
+        elif load_file:
+            state, path, run_dir = checkpoint.load(load_file)
+            print(f"convnet: loaded {path}")
+            op = options.merge(given, state["op"])
+        else:
+            op = options.merge(given)
+        for key in ("layer_def", "layer_params"):
+            if not op[key]:
+                raise ValueError(f"--{key.replace('_', '-')} is required")
+        from .trainer import Trainer
+        trainer = Trainer(op, state, run_dir)
+        if op["check_grads"]:
+            return 0 if trainer.check_grads() else 1
+        if op["write_features"]:
+            if not op["feature_path"]:
+                raise ValueError("--write-features needs --feature-path")
+            for path in trainer.write_features(op["write_features"], op["feature_path"]):
+                print(f"wrote {path}")
+            return 0
+        if op["test_only"]:
+            totals = trainer.test(one_batch=False)
+            print(f"test: {totals.describe()}  ({totals.cases} cases)")
+            return 0
+        trainer.train()
+        return 0
+    except (ConfigError, checkpoint.CheckpointError) as e:
+        print(f"convnet: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"convnet: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("convnet: interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130

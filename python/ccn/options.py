@@ -1,0 +1,136 @@
+"""Command-line options of convnet.py, with cuda-convnet's names.
+
+Options given on the command line override those stored in a checkpoint (``-f``); the
+layer definition is fixed once trained, the layer-params file is re-read on every start.
+"""
+import argparse
+import sys
+
+# Options that cannot change when a run is resumed.
+FIXED_ON_RESUME = ("layer_def", "data_provider")
+
+
+def _range(text):
+    """'1-6' -> [1..6]; '7' -> [7]; '1-3,5' -> [1, 2, 3, 5]."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad batch range '{text}' (expected e.g. 1-5 or 6 or 1-3,5)")
+    if not out:
+        raise argparse.ArgumentTypeError(f"empty batch range '{text}'")
+    return out
+
+
+def _bool(text):
+    if str(text).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(text).lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 0 or 1, got '{text}'")
+
+
+def _devices(text):
+    devices = [d.strip() for d in str(text).split(",") if d.strip()]
+    for d in devices:
+        if d != "cpu" and not d.isdigit():
+            raise argparse.ArgumentTypeError(f"bad device '{d}' in --gpu (expected a CUDA ordinal or 'cpu')")
+    if not devices:
+        raise argparse.ArgumentTypeError("--gpu is empty")
+    return devices
+
+
+DEFAULTS = {
+    "layer_def": None,
+    "layer_params": None,
+    "data_path": None,
+    "save_path": "runs",
+    "data_provider": "fashion-mnist",
+    "train_range": None,
+    "test_range": None,
+    "test_freq": 0,
+    "epochs": 20,
+    "mini": 128,
+    "gpu": None,
+    "test_only": False,
+    "test_one": True,
+    "check_grads": False,
+    "multiview_test": False,
+    "logreg_name": None,
+    "crop_border": 4,
+    "inner_size": 0,
+    "color_noise": 0.0,
+    "write_features": None,
+    "feature_path": None,
+    "finetune": None,
+    "seed": 0,
+    "max_batches": 0,
+}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="convnet.py",
+        description="Train a convolutional net described by cuda-convnet layer files.",
+        argument_default=argparse.SUPPRESS,  # only options the user gave override a checkpoint's
+    )
+    a = p.add_argument
+    a("-f", dest="load_file", help="checkpoint to resume (a run directory loads its newest checkpoint)")
+    a("--layer-def", dest="layer_def", help="layer definition file (architecture)")
+    a("--layer-params", dest="layer_params", help="layer parameter file (learning rates, ...)")
+    a("--data-path", dest="data_path", help="data directory (provider default when omitted)")
+    a("--save-path", dest="save_path", help="directory for checkpoints (default: runs)")
+    a("--data-provider", dest="data_provider", help="fashion-mnist | cifar | cifar-cropped | dummy")
+    a("--train-range", dest="train_range", type=_range, help="training batch numbers, e.g. 1-6")
+    a("--test-range", dest="test_range", type=_range, help="test batch numbers, e.g. 7")
+    a("--test-freq", dest="test_freq", type=int, help="test (and save) every this many training batches; 0: once per epoch")
+    a("--epochs", dest="epochs", type=int, help="number of epochs (default 20)")
+    a("--mini", dest="mini", type=int, help="minibatch size (default 128)")
+    a("--gpu", dest="gpu", type=_devices, help="logical devices: CUDA ordinals or cpu, e.g. 0,1 or cpu,cpu")
+    a("--test-only", dest="test_only", type=_bool, help="test the loaded net and exit")
+    a("--test-one", dest="test_one", type=_bool, help="during training, test on one batch (1) or the whole test range (0)")
+    a("--check-grads", dest="check_grads", type=_bool, help="check the net's gradients numerically and exit")
+    a("--multiview-test", dest="multiview_test", type=_bool, help="average predictions over the provider's views when testing")
+    a("--logreg-name", dest="logreg_name", help="the cost.logreg layer for multiview testing")
+    a("--crop-border", dest="crop_border", type=int, help="cifar-cropped: pixels cropped from each border")
+    a("--inner-size", dest="inner_size", type=int, help="cifar-cropped: size of the crops (overrides --crop-border)")
+    a("--color-noise", dest="color_noise", type=float, help="standard deviation of per-channel colour noise")
+    a("--write-features", dest="write_features", help="write this layer's outputs on the test set and exit")
+    a("--feature-path", dest="feature_path", help="directory for --write-features")
+    a("--finetune", dest="finetune", help="start from this checkpoint's weights (layers whose shapes changed are re-initialised)")
+    a("--seed", dest="seed", type=int, help="random seed (weights, dropout, data order)")
+    a("--max-batches", dest="max_batches", type=int, help="stop after this many training batches (0: no limit)")
+    return p
+
+
+def parse(argv=None):
+    """Returns (options given on the command line as a dict, load_file or None)."""
+    ns = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    given = vars(ns)
+    load_file = given.pop("load_file", None)
+    return given, load_file
+
+
+def merge(given, stored=None):
+    """The effective options: defaults, then a checkpoint's options, then the command line.
+
+    Raises ValueError if the command line changes an option fixed by the checkpoint."""
+    op = dict(DEFAULTS)
+    if stored:
+        op.update({k: v for k, v in stored.items() if k in DEFAULTS})
+        for key in FIXED_ON_RESUME:
+            if key in given and given[key] != stored.get(key) and not given.get("finetune"):
+                raise ValueError(f"--{key.replace('_', '-')} cannot change when resuming "
+                                 f"(checkpoint has {stored.get(key)!r}); use --finetune to start a new net")
+    op.update(given)
+    return op

@@ -1,0 +1,358 @@
+"""The training loop of convnet.py: epochs of data batches split into minibatches,
+periodic tests and checkpoints, multiview testing, feature writing and the numerical
+gradient check of a whole net."""
+import csv
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import _core, checkpoint, config, data, weights
+from .weights import WEIGHT_TYPES
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN or Inf); the message names the layer and the checkpoint kept."""
+
+
+def choose_devices(requested, layers):
+    """The logical device list: --gpu, else one GPU when present, else the CPU (said once)."""
+    if requested is None:
+        if _core.has_cuda_backend and _core.cuda_device_count() > 0:
+            requested = ["0"]
+        else:
+            print("convnet: no CUDA device found, running on the CPU")
+            requested = ["cpu"]
+    for d in requested:
+        if d != "cpu" and not (_core.has_cuda_backend and int(d) < _core.cuda_device_count()):
+            raise ValueError(f"--gpu: CUDA device {d} is not available "
+                             f"({_core.cuda_device_count()} visible); use --gpu=cpu")
+    needed = 1 + max(layer.get("gpu", 0) for layer in layers)
+    if needed > len(requested):
+        worst = max(layers, key=lambda layer: layer.get("gpu", 0))
+        raise ValueError(f"layer '{worst['name']}' has gpu={worst['gpu']} but --gpu lists only "
+                         f"{len(requested)} device(s): {','.join(requested)}")
+    return requested
+
+
+def _slices(num_cases, mini):
+    return [(s, min(s + mini, num_cases)) for s in range(0, num_cases, mini)]
+
+
+def _columns(array, start, end):
+    return np.ascontiguousarray(array[:, start:end], dtype=np.float32)
+
+
+class CostTotals:
+    """Sums of [cost, error, errorTopK] per cost layer over some cases."""
+
+    def __init__(self):
+        self.sums, self.cases = {}, 0
+
+    def add(self, costs, num_cases):
+        for name, values in costs.items():
+            acc = self.sums.setdefault(name, [0.0] * len(values))
+            for i, v in enumerate(values):
+                acc[i] += v
+        self.cases += num_cases
+
+    def averages(self):
+        return {name: [v / max(self.cases, 1) for v in values] for name, values in self.sums.items()}
+
+    def describe(self):
+        parts = []
+        for name, (cost, err, errk) in self.averages().items():
+            parts.append(f"{name}: cost {cost:.6f}, error {err:.4f}" + (f", top-k error {errk:.4f}" if errk != err else ""))
+        return "; ".join(parts)
+
+
+class Trainer:
+    def __init__(self, op, state=None, run_dir=None):
+        self.op = op
+        self.state = state or {}
+        self.run_dir = run_dir
+        self.rng = np.random.default_rng(op["seed"])
+        self.train_dp = self._provider(op["train_range"], test=False) if not op["test_only"] else None
+        self.test_dp = self._provider(op["test_range"], test=True, multiview=op["multiview_test"])
+        dp = self.test_dp
+        data_dims = {0: dp.get_data_dims(0), 1: dp.get_data_dims(1)}
+        if self.state.get("layers") and not op.get("finetune"):
+            self.layers = self.state["layers"]
+            config.load_layer_params(op["layer_params"], self.layers)
+        else:
+            self.layers = config.load_layers(op["layer_def"], op["layer_params"], data_dims)
+        self.by_name = {layer["name"]: layer for layer in self.layers}
+        self.devices = choose_devices(op["gpu"], self.layers)
+        self.net = _core.Net(self.layers, self.devices, op["seed"])
+        self.train_outputs = list(self.state.get("train_outputs", []))
+        self.test_outputs = list(self.state.get("test_outputs", []))
+        self.epoch, self.batchnum = self.state.get("epoch", 1), self.state.get("batchnum", 0)
+        self.batches_done = self.state.get("batches_done", 0)
+        self._init_params()
+        if "rng_counter" in self.state and not op.get("finetune"):
+            self.net.rng_counter = self.state["rng_counter"]
+
+    # -- setup -------------------------------------------------------------------------
+    def _provider(self, batch_range, test, multiview=False):
+        op = self.op
+        params = dict(seed=op["seed"], crop_border=op["crop_border"], inner_size=op["inner_size"],
+                      color_noise=0.0 if test else op["color_noise"], multiview=multiview)
+        return data.get_provider(op["data_provider"], op["data_path"], batch_range, test=test, **params)
+
+    def _init_params(self):
+        stored = self.state.get("params", {})
+        finetune = self.op.get("finetune")
+        for layer in self.layers:
+            if layer["type"] not in WEIGHT_TYPES:
+                continue
+            name = layer["name"]
+            if finetune:
+                params, reused = weights.finetune_params(layer, self.by_name, stored.get(name), self.rng)
+                print(f"  {name}: {'weights loaded' if reused else 're-initialised'}")
+            elif name in stored:
+                params = stored[name]
+            else:
+                params = weights.init_params(layer, self.by_name, self.rng)
+            self.net.set_params(name, weights.without_shared(params))
+        if finetune:  # a fine-tuned net starts a new run: no history
+            self.epoch, self.batchnum, self.batches_done = 1, 0, 0
+            self.train_outputs, self.test_outputs = [], []
+
+    def _set_learning_params(self):
+        total = max(1, self.op["epochs"] * len(self.train_dp.batch_range))
+        progress = min(1.0, self.batches_done / total)
+        for layer in self.layers:
+            if layer["type"] not in WEIGHT_TYPES:
+                continue
+            self.net.set_learning_params(
+                layer["name"],
+                [config.schedule_value(s, progress) for s in layer["epsW"]],
+                config.schedule_value(layer["epsB"], progress),
+                list(layer["momW"]), layer["momB"], list(layer["wc"]))
+
+    # -- training ------------------------------------------------------------------------
+    def train(self):
+        from tqdm import tqdm
+        op = self.op
+        if self.run_dir is None:
+            self.run_dir = checkpoint.new_run_dir(op["save_path"])
+        print(f"convnet: training on {','.join(self.devices)}; checkpoints in {self.run_dir}")
+        self._print_net()
+        dp = self.train_dp
+        dp.set_position(self.epoch, self.batchnum)  # continue after the last batch done
+        batches_per_epoch = len(dp.batch_range)
+        since_test = 0
+        bar, bar_epoch = None, None
+        try:
+            while True:
+                epoch, batchnum, (images, labels) = dp.get_next_batch()
+                if epoch > op["epochs"]:
+                    break
+                if bar_epoch != epoch:
+                    if bar is not None:
+                        bar.close()
+                    done_in_epoch = dp.batch_range.index(batchnum)
+                    bar = tqdm(total=batches_per_epoch, initial=done_in_epoch, desc=f"epoch {epoch}",
+                               unit="batch", file=sys.stdout, leave=False, dynamic_ncols=True)
+                    bar_epoch = epoch
+                start = time.time()
+                self._set_learning_params()
+                totals = self._train_batch(images, labels, epoch, batchnum)
+                self.epoch, self.batchnum = epoch, batchnum
+                self.batches_done += 1
+                since_test += 1
+                self.train_outputs.append((epoch, batchnum, totals.averages(), totals.cases))
+                self._log_metrics("train", epoch, batchnum, totals, time.time() - start)
+                bar.update(1)
+                bar.set_postfix_str(totals.describe()[:60])
+                last_of_epoch = dp.batch_range.index(batchnum) == batches_per_epoch - 1
+                if (op["test_freq"] and since_test >= op["test_freq"]) or (not op["test_freq"] and last_of_epoch):
+                    bar.clear()
+                    tqdm.write(f"{epoch}.{batchnum} train: {totals.describe()}  ({time.time() - start:.1f}s)", file=sys.stdout)
+                    self._test_and_save()
+                    since_test = 0
+                if op["max_batches"] and self.batches_done >= op["max_batches"]:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            dp.close()
+            self.test_dp.close()
+        if since_test:
+            self._test_and_save()
+        return self.run_dir
+
+    def _train_batch(self, images, labels, epoch, batchnum):
+        totals = CostTotals()
+        for s, e in _slices(images.shape[1], self.op["mini"]):
+            costs = self.net.train_step([_columns(images, s, e), _columns(labels, s, e)])
+            self._check_finite(costs, f"epoch {epoch}, batch {batchnum}")
+            totals.add(costs, e - s)
+        return totals
+
+    def _check_finite(self, costs, where):
+        bad = [name for name, values in costs.items() if not all(math.isfinite(v) for v in values)]
+        layer = self.net.check_finite()
+        if bad or layer:
+            last = checkpoint.list_checkpoints(self.run_dir) if self.run_dir and os.path.isdir(self.run_dir) else []
+            kept = f"the last checkpoint {last[-1]} is unchanged" if last else "no checkpoint was written"
+            culprit = f"layer '{layer}'" if layer else f"cost layer '{bad[0]}'"
+            raise TrainingError(f"NaN or Inf in {culprit} at {where}; training stopped, {kept}. "
+                                "Lower the learning rate (layer-params file) and resume from it.")
+
+    # -- testing ----------------------------------------------------------------------------
+    def test(self, one_batch=False):
+        """Tests on the test range (one batch when one_batch); returns CostTotals."""
+        dp = self.test_dp
+        totals = CostTotals()
+        for _ in range(1 if one_batch else len(dp.batch_range)):
+            _, _, (images, labels) = dp.get_next_batch()
+            if self.op["multiview_test"] and getattr(dp, "num_views", 1) > 1:
+                totals.add(*self._multiview_costs(images, labels, dp.num_views))
+                continue
+            for s, e in _slices(images.shape[1], self.op["mini"]):
+                self.net.fprop([_columns(images, s, e), _columns(labels, s, e)], False)
+                totals.add(self.net.costs(), e - s)
+        return totals
+
+    def _multiview_costs(self, images, labels, num_views):
+        """Averages the logreg layer's probabilities over the views, then scores them."""
+        name = self.op["logreg_name"] or next(
+            (layer["name"] for layer in self.layers if layer["type"] == "cost.logreg"), None)
+        if name not in self.by_name or self.by_name[name]["type"] != "cost.logreg":
+            raise ValueError(f"--logreg-name: '{name}' is not a cost.logreg layer of this net")
+        probs_layer = self.by_name[name]["inputs"][1]
+        n = labels.shape[1]
+        probs = None
+        for v in range(num_views):
+            view = images[:, v * n:(v + 1) * n]
+            outs = []
+            for s, e in _slices(n, self.op["mini"]):
+                self.net.fprop([_columns(view, s, e), _columns(labels, s, e)], False)
+                outs.append(self.net.get_acts(probs_layer).reshape(-1, e - s))
+            p = np.concatenate(outs, axis=1)
+            probs = p if probs is None else probs + p
+        probs = np.ascontiguousarray(probs / num_views, np.float32)
+        cost, err, errk = _core.logreg_cost(np.ascontiguousarray(labels.reshape(-1), np.float32), probs,
+                                            self.by_name[name].get("topk", 1))
+        return {name: [cost, err, errk]}, n
+
+    def _test_and_save(self):
+        totals = self.test(one_batch=self.op["test_one"])
+        print(f"{self.epoch}.{self.batchnum} test:  {totals.describe()}", flush=True)
+        self.test_outputs.append((self.epoch, self.batchnum, totals.averages(), totals.cases))
+        self._log_metrics("test", self.epoch, self.batchnum, totals, 0.0)
+        self.save()
+
+    def save(self):
+        layer = self.net.check_finite()
+        if layer:
+            raise TrainingError(f"NaN or Inf in layer '{layer}': not saving a checkpoint")
+        state = {
+            "op": self.op,
+            "layers": self.layers,
+            "params": {name: self.net.get_params(name) for name in self.net.weight_layer_names()},
+            "rng_counter": self.net.rng_counter,
+            "epoch": self.epoch,
+            "batchnum": self.batchnum,
+            "batches_done": self.batches_done,
+            "train_outputs": self.train_outputs,
+            "test_outputs": self.test_outputs,
+        }
+        older = checkpoint.list_checkpoints(self.run_dir) if os.path.isdir(self.run_dir) else []
+        path = checkpoint.save(self.run_dir, self.epoch, self.batchnum, state)
+        for old in older:  # keep only the newest, once it is safely written
+            if os.path.abspath(old) != os.path.abspath(path):
+                os.remove(old)
+        return path
+
+    def _log_metrics(self, phase, epoch, batchnum, totals, seconds):
+        if self.run_dir is None:
+            return
+        path = os.path.join(self.run_dir, "metrics.csv")
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["phase", "epoch", "batch", "layer", "cost", "error", "error_topk", "cases", "seconds"])
+            for name, (cost, err, errk) in totals.averages().items():
+                w.writerow([phase, epoch, batchnum, name, f"{cost:.6f}", f"{err:.6f}", f"{errk:.6f}", totals.cases, f"{seconds:.3f}"])
+
+    def _print_net(self):
+        for layer in self.layers:
+            shape = (f"{layer['outChannels']}x{layer['outSizeY']}x{layer['outSizeX']}"
+                     if "outChannels" in layer else str(layer["outputs"]))
+            print(f"  {layer['name']:<16} {layer['type']:<14} -> {shape:<12} on {self.devices[layer.get('gpu', 0)]}")
+
+    # -- features and gradient check -----------------------------------------------------------
+    def write_features(self, layer_name, path):
+        if layer_name not in self.by_name:
+            raise ValueError(f"--write-features: no layer named '{layer_name}'")
+        os.makedirs(path, exist_ok=True)
+        dp = self.test_dp
+        written = []
+        for _ in range(len(dp.batch_range)):
+            epoch, batchnum, (images, labels) = dp.get_next_batch()
+            feats = []
+            for s, e in _slices(images.shape[1], self.op["mini"]):
+                self.net.fprop([_columns(images, s, e), _columns(labels, s, e)], False)
+                acts = self.net.get_acts(layer_name)
+                feats.append(np.moveaxis(acts, -1, 0).reshape(e - s, *acts.shape[:-1]))
+            out = os.path.join(path, f"data_batch_{batchnum}.npz")
+            np.savez(out, data=np.concatenate(feats), labels=labels.reshape(-1).astype(np.int64),
+                     layer=layer_name)
+            written.append(out)
+        return written
+
+    def check_grads(self, cases=16, entries=6, rel_tol=0.05):
+        """Compares each weight's analytic gradient with central differences; PASS/FAIL lines."""
+        dp = self.train_dp or self.test_dp
+        _, _, (images, labels) = dp.get_next_batch()
+        batch = [_columns(images, 0, cases), _columns(labels, 0, cases)]
+        coeffs = {l["name"]: l.get("coeff", 1.0) for l in self.layers if l["type"].startswith("cost.")}
+        counter = self.net.rng_counter
+
+        def objective():
+            self.net.rng_counter = counter
+            self.net.fprop(batch, True)
+            return -sum(coeffs[name] * float(values[0]) for name, values in self.net.costs().items())
+
+        objective()
+        self.net.bprop()
+        rng = np.random.default_rng(self.op["seed"])
+        all_pass = True
+        for name in self.net.weight_layer_names():
+            grads, params = self.net.get_grads(name), self.net.get_params(name)
+            items = [(f"weights[{i}]", "weights", i) for i in range(len(grads["weights"]))] + [("biases", "biases", None)]
+            for label, key, idx in items:
+                analytic = grads[key] if idx is None else grads[key][idx]
+                values = params[key] if idx is None else params[key][idx]
+                picks = rng.choice(values.size, size=min(entries, values.size), replace=False)
+                numeric, exact = [], []
+                for flat in picks:
+                    old = values.flat[flat]
+                    h = 1e-2 * max(abs(old), 1e-1)
+                    vals = []
+                    for delta in (h, -h):
+                        values.flat[flat] = old + delta
+                        self.net.set_params(name, {key: values if idx is None else _with(params[key], idx, values)})
+                        vals.append(objective())
+                    values.flat[flat] = old
+                    self.net.set_params(name, {key: values if idx is None else _with(params[key], idx, values)})
+                    numeric.append((vals[0] - vals[1]) / (2 * h))
+                    exact.append(analytic.flat[flat])
+                numeric, exact = np.array(numeric), np.array(exact)
+                err = np.linalg.norm(numeric - exact) / max(np.linalg.norm(numeric), np.linalg.norm(exact), 1e-8)
+                ok = err < rel_tol
+                all_pass &= ok
+                print(f"{'PASS' if ok else 'FAIL'}  {name}.{label}: relative error {err:.2e}")
+        self.net.rng_counter = counter
+        return all_pass
+
+
+def _with(lst, idx, value):
+    out = list(lst)
+    out[idx] = value
+    return out

@@ -1,0 +1,107 @@
+"""Weight shapes, initialisation (initW / initB / initWFunc) and fine-tune copying.
+
+Shapes follow the design: conv (filterChannels*filterSize^2, filters); local
+(modules*filterChannels*filterSize^2, filters); fc (inputs_i, outputs); biases a vector.
+"""
+import importlib
+
+import numpy as np
+
+WEIGHT_TYPES = ("conv", "local", "fc")
+
+
+def _per_input(layer, key, default=None):
+    value = layer.get(key, default)
+    n = len(layer["inputs"])
+    return list(value) if isinstance(value, (list, tuple)) else [value] * n
+
+
+def weight_shapes(layer, layers_by_name):
+    """[(rows, cols) for each weight matrix], bias shape."""
+    t = layer["type"]
+    if t in ("conv", "local"):
+        rows = layer["filterChannels"] * layer["filterSize"] ** 2
+        modules = layer["modulesY"] * layer["modulesX"]
+        if t == "local":
+            rows *= modules
+        shared = t == "conv" and layer.get("sharedBiases", True)
+        return [(rows, layer["filters"])], (layer["filters"] * (1 if shared else modules),)
+    if t == "fc":
+        return [(layers_by_name[i]["outputs"], layer["outputs"]) for i in layer["inputs"]], (layer["outputs"],)
+    raise ValueError(f"layer '{layer['name']}' of type {t} has no weights")
+
+
+def _call_init_func(spec, layer, idx, shape):
+    """cuda-convnet's initWFunc: 'module.function(arg, ...)' called as function(name, idx, shape, params)."""
+    text = spec.strip()
+    params = []
+    if "(" in text:
+        text, args = text.split("(", 1)
+        params = [a.strip() for a in args.rstrip(")").split(",") if a.strip()]
+    module_name, _, func_name = text.rpartition(".")
+    if not module_name:
+        raise ValueError(f"layer '{layer['name']}': init function '{spec}' must be module.function")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"layer '{layer['name']}': cannot load init function '{spec}': {e}") from None
+    value = np.asarray(func(layer["name"], idx, shape, params), dtype=np.float32)
+    if value.shape != tuple(shape):
+        raise ValueError(f"layer '{layer['name']}': init function '{spec}' returned shape {value.shape}, expected {tuple(shape)}")
+    return value
+
+
+def init_params(layer, layers_by_name, rng):
+    """Fresh parameters of a weight layer: {'weights': [...] (None where weightSource shares),
+    'biases', 'weightsInc', 'biasesInc'}."""
+    wshapes, bshape = weight_shapes(layer, layers_by_name)
+    init_w = _per_input(layer, "initW", 0.01)
+    sources = _per_input(layer, "weightSource", None)
+    weights = []
+    for i, shape in enumerate(wshapes):
+        if sources[i]:
+            weights.append(None)
+        elif layer.get("initWFunc"):
+            weights.append(_call_init_func(layer["initWFunc"], layer, i, shape))
+        else:
+            weights.append((init_w[i] * rng.standard_normal(shape)).astype(np.float32))
+    if layer.get("initBFunc"):
+        biases = _call_init_func(layer["initBFunc"], layer, 0, bshape)
+    else:
+        biases = np.full(bshape, layer.get("initB", 0.0), np.float32)
+    return {
+        "weights": weights,
+        "biases": biases,
+        "weightsInc": [None if w is None else np.zeros_like(w) for w in weights],
+        "biasesInc": np.zeros_like(biases),
+    }
+
+
+def without_shared(params):
+    """The params dict with shared (None) weight entries dropped, for Net.set_params."""
+    out = dict(params)
+    if any(w is None for w in params["weights"]):
+        out.pop("weights")
+        out.pop("weightsInc")
+    return out
+
+
+def finetune_params(layer, layers_by_name, old_params, rng):
+    """Parameters for a fine-tuned layer: the old ones when every shape matches, else fresh.
+
+    Returns (params, reused: bool)."""
+    fresh = init_params(layer, layers_by_name, rng)
+    if old_params is None:
+        return fresh, False
+    old_w, new_w = old_params.get("weights", []), fresh["weights"]
+    same = (len(old_w) == len(new_w)
+            and all(o is None or n is None or np.shape(o) == np.shape(n) for o, n in zip(old_w, new_w))
+            and np.shape(old_params["biases"]) == np.shape(fresh["biases"]))
+    if not same:
+        return fresh, False
+    return {
+        "weights": [None if n is None else np.asarray(o, np.float32) for o, n in zip(old_w, new_w)],
+        "biases": np.asarray(old_params["biases"], np.float32),
+        "weightsInc": [None if n is None else np.zeros_like(n) for n in new_w],
+        "biasesInc": np.zeros_like(fresh["biases"]),
+    }, True
