@@ -7,6 +7,9 @@
 #include "core/allocator.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#ifdef CCN_WITH_CUDA
+#include "core/cuda_runtime.h"
+#endif
 
 namespace ccn::bindings {
 
@@ -40,6 +43,14 @@ void bind_tensor(py::module_& m) {
 #else
   m.attr("has_cuda_backend") = false;
 #endif
+  m.def("synchronize", [](const std::string& device) {
+    Device d = Device::parse(device);
+#ifdef CCN_WITH_CUDA
+    if (d.is_cuda()) cuda::synchronize_device(d.index);
+#endif
+    (void)d;
+  }, py::arg("device") = "cpu", py::call_guard<py::gil_scoped_release>(),
+     "Waits until all work queued on `device` is done (a no-op on the CPU).");
   m.def("num_threads", &num_threads);
   m.def("set_num_threads", &set_num_threads);
   m.def("allocator_stats", [](const std::string& device) {

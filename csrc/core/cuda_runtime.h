@@ -19,5 +19,7 @@ void* current_stream();
 void set_current_stream(void* stream);
 void* create_stream(int device);
 void synchronize_stream(void* stream);
+// Waits for all work on a device.
+void synchronize_device(int device);
 
 }  // namespace ccn::cuda

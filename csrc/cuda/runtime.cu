@@ -75,4 +75,9 @@ void* create_stream(int device) {
 
 void synchronize_stream(void* s) { CCN_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(s))); }
 
+void synchronize_device(int device) {
+  CCN_CUDA_CHECK(cudaSetDevice(device));
+  CCN_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 }  // namespace ccn::cuda
