@@ -1,0 +1,131 @@
+// The ConvNet graph: layers placed on logical devices, one worker thread per logical
+// device, activations copied forward to the devices of consumers placed elsewhere and
+// gradients summed back, weights and their update rule.
+//
+// Determinism: every gradient is accumulated in an order fixed when the net is built
+// (on each device, consumers in reverse layer order; then the other devices' partial
+// sums in device order), never in the order threads happen to finish, so a CPU run is
+// bit-for-bit repeatable.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "core/device.h"
+#include "net/layer.h"
+
+namespace ccn::net {
+
+class Net {
+ public:
+  // configs: the resolved layer dicts in topological order; devices: one entry per
+  // logical device ("cpu", "0", "cuda:1"); seed: the dropout and weight-init stream.
+  Net(const std::vector<LayerConfig>& configs, const std::vector<std::string>& devices, uint64_t seed);
+  ~Net();
+  Net(const Net&) = delete;
+  Net& operator=(const Net&) = delete;
+
+  std::vector<std::string> layerNames() const;
+  std::vector<std::string> weightLayerNames() const;
+
+  // data[i] feeds the data layers with dataIdx i: (rows, numCases) matrices (any device).
+  void fprop(const std::vector<Tensor>& data, bool train);
+  // Gradients of the objective for every weight (after an fprop).
+  void bprop();
+  // inc = mom * inc + (eps / numCases) * grad - wc * eps * w;  w += inc (eps == 0: skipped).
+  void update(int numCases);
+  // fprop(train) + bprop + update(numCases of the data) in one pass of the workers.
+  void trainStep(const std::vector<Tensor>& data);
+
+  // (cost layer name, its cost summed over the cases of the last fprop), in layer order.
+  std::vector<std::pair<std::string, CostResult>> costs() const;
+  // A layer's activations (a view of the net's buffer, valid until the next pass),
+  // shaped (outShape..., numCases).
+  Tensor acts(const std::string& name) const;
+
+  size_t numWeights(const std::string& layer) const;
+  // key: "weights", "weightsInc" (index selects the matrix), "biases", "biasesInc".
+  // param and grad return views of the stored tensors (on the layer's device).
+  Tensor param(const std::string& layer, const std::string& key, size_t index) const;
+  void setParam(const std::string& layer, const std::string& key, size_t index, const Tensor& value);
+  // The last bprop's gradient (zeros for frozen weights and weights no cost depends on).
+  Tensor grad(const std::string& layer, const std::string& key, size_t index) const;
+  void setLearningParams(const std::string& layer, const std::vector<float>& epsW, float epsB,
+                         const std::vector<float>& momW, float momB, const std::vector<float>& wc);
+  void setLayerParam(const std::string& layer, const std::string& key, double value);
+
+  uint64_t rngCounter() const { return rngCounter_; }
+  void setRngCounter(uint64_t counter) { rngCounter_ = counter; }
+  // The first layer (in layer order) whose weights or activations hold NaN or Inf; "" if none.
+  std::string firstNonFinite() const;
+
+ private:
+  struct Worker {
+    int logical = 0;
+    Device device;
+    void* stream = nullptr;  // CUDA devices: the stream of this worker's kernels
+    std::vector<Layer*> layers;  // in layer order
+    std::thread thread;
+  };
+  enum Step : unsigned { kFprop = 1, kBprop = 2, kUpdate = 4 };
+  struct Pass {
+    unsigned steps = 0;
+    bool train = false;
+    int numCases = 0;  // for the update
+  };
+
+  // construction
+  void createLayers(const std::vector<LayerConfig>& configs);
+  void createWeights();
+  void createReplicas();
+  void planGradients();
+  void startWorkers();
+
+  Layer& layer(const std::string& name) const;
+  WeightLayer& weightLayer(const std::string& name) const;
+  WeightSlot& slot(const std::string& layer, const std::string& key, size_t index) const;
+
+  // per call
+  int prepareData(const std::vector<Tensor>& data, bool train);
+  void resize(int numCases);
+  void runPass(const Pass& pass);
+
+  // on the workers
+  void workerLoop(Worker& w);
+  void fpropOn(Worker& w, bool train, uint64_t generation);
+  void bpropOn(Worker& w, uint64_t generation);
+  void updateOn(Worker& w, int numCases);
+  void gatherRemoteGrads(Layer& layer, uint64_t generation);
+  void markDone(std::vector<uint64_t>& done, int layerIndex, uint64_t generation);
+  void waitDone(const std::vector<uint64_t>& done, int layerIndex, uint64_t generation);
+  void synchronize(Worker& w);
+
+  std::vector<Device> devices_;  // physical device of each logical device
+  uint64_t seed_;
+  uint64_t rngCounter_ = 0;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  // per layer: consumers on other devices that send it a gradient (by layer index)
+  std::vector<std::vector<int>> remoteGradSenders_;
+  // per layer: its bprop writes a gradient for a producer on another device
+  std::vector<bool> sendsToOtherDevice_;
+  int numCases_ = 0;      // batch size the buffers are allocated for
+  bool haveFprop_ = false;
+
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::mutex mutex_;
+  std::condition_variable workCv_, doneCv_, layerCv_;
+  Pass pass_;
+  uint64_t generation_ = 0;
+  size_t running_ = 0;
+  bool stopping_ = false, aborted_ = false;
+  std::exception_ptr error_;
+  std::vector<uint64_t> fpropDone_, bpropDone_;  // per layer: generation of its last completion
+};
+
+}  // namespace ccn::net
