@@ -139,15 +139,15 @@ def parse_schedule(text):
         items = [item.strip() for item in re.split(r"[;,]", match.group(2))]
         if items == [""]:
             items = []
-        values = {}
+        values, named = {}, False
         for position, item in enumerate(items):
             if "=" in item:
                 key, value = (s.strip() for s in item.split("=", 1))
                 if key.lower() not in lower_names:
                     raise ValueError(f"schedule {kind} has no parameter '{key}' (it takes {', '.join(names)})")
-                name = lower_names[key.lower()]
+                name, named = lower_names[key.lower()], True
             else:
-                if values and position != len(values):
+                if named:
                     raise ValueError(f"schedule '{text}': positional value after named ones")
                 if position >= len(names):
                     raise ValueError(f"schedule {kind} takes {len(names)} parameter(s) ({', '.join(names)})")
@@ -302,7 +302,8 @@ class _Section:
         if len(items) == 1:
             items = items * count
         if len(items) != count:
-            raise self.error(key, f"has {len(items)} entries; expected {count} (one per input) or 1")
+            expected = "1" if count == 1 else f"{count} (one per input) or 1"
+            raise self.error(key, f"has {len(items)} entries; expected {expected}")
         return [self._convert(key, item, convert) for item in items]
 
     def get_float_list(self, key, count, default=_REQUIRED, minimum=None, maximum=None):
@@ -628,10 +629,12 @@ class PoolLayerParser(LayerParser):
         stride = sec.get_int("stride", minimum=1)
         start = sec.get_int("start", 0, minimum=1 - size, maximum=min(size_y, size_x) - size)
         outputs_x = sec.get_int("outputsX", 0, minimum=0)
-        outputs_y = sec.get_int("outputsY", outputs_x if size_y == size_x else 0, minimum=0)
+        # cuda-convnet's images are square: outputsX alone sets both sizes of a square image
+        y_key = "outputsY" if sec.has("outputsY") or size_y != size_x else "outputsX"
+        outputs_y = sec.get_int(y_key, 0, minimum=0)
         outputs_y = outputs_y or _pool_output_size(size_y, size, start, stride)
         outputs_x = outputs_x or _pool_output_size(size_x, size, start, stride)
-        for key, count, img in (("outputsY", outputs_y, size_y), ("outputsX", outputs_x, size_x)):
+        for key, count, img in ((y_key, outputs_y, size_y), ("outputsX", outputs_x, size_x)):
             if start + (count - 1) * stride >= img:
                 raise sec.error(key, f"{count} outputs with start {start} and stride {stride} "
                                      f"run past the image ({img} pixels)")
@@ -905,6 +908,8 @@ def _definition_entry(sec):
     if type_name not in LAYER_PARSERS:
         raise sec.error("type", f"unknown layer type '{type_name}' (known: {', '.join(sorted(LAYER_PARSERS))})")
     parser = LAYER_PARSERS[type_name]()
+    if not parser.takes_neuron and type_name != "neuron" and sec.has("neuron"):
+        raise sec.error("neuron", f"a {type_name} layer takes no neuron=")
     _check_keys(sec, parser.definition_keys(), parser.learning_keys, "layer-params file")
     inputs = []
     if parser.max_inputs != 0:
