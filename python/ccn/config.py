@@ -62,8 +62,8 @@ class ConfigError(ValueError):
     """A layer file error; the message names the file, the [section] and the key."""
 
     def __init__(self, path, section, key, reason):
-        self.path, self.section, self.key, self.reason = path, section, key, reason
-        where = str(path)
+        self.path, self.section, self.key, self.reason = str(path), section, key, reason
+        where = self.path
         if section is not None:
             where += f": [{section}]"
         if key is not None:
@@ -252,9 +252,14 @@ class _Section:
             raise self.error(key, "empty value")
         return value
 
-    def _convert(self, key, text, convert):
+    def _text(self, key, default):
+        """The value's text; None when the key is absent and has a default."""
+        return self.get_str(key, _REQUIRED if default is _REQUIRED else None)
+
+    def convert(self, key, text, parse):
+        """parse(text), its ValueError turned into a ConfigError naming this key."""
         try:
-            return convert(text)
+            return parse(text)
         except ValueError as err:
             raise self.error(key, str(err)) from None
 
@@ -266,19 +271,19 @@ class _Section:
         return value
 
     def get_int(self, key, default=_REQUIRED, minimum=None, maximum=None):
-        text = self.get_str(key, None if default is not _REQUIRED else _REQUIRED)
+        text = self._text(key, default)
         if text is None:
             return default
-        return self._check_range(key, self._convert(key, text, _parse_int), minimum, maximum)
+        return self._check_range(key, self.convert(key, text, _parse_int), minimum, maximum)
 
     def get_float(self, key, default=_REQUIRED, minimum=None, maximum=None):
-        text = self.get_str(key, None if default is not _REQUIRED else _REQUIRED)
+        text = self._text(key, default)
         if text is None:
             return default
-        return self._check_range(key, self._convert(key, text, _parse_float), minimum, maximum)
+        return self._check_range(key, self.convert(key, text, _parse_float), minimum, maximum)
 
     def get_bool(self, key, default=_REQUIRED):
-        text = self.get_str(key, None if default is not _REQUIRED else _REQUIRED)
+        text = self._text(key, default)
         if text is None:
             return default
         if text.lower() not in _BOOLS:
@@ -286,7 +291,7 @@ class _Section:
         return _BOOLS[text.lower()]
 
     def get_choice(self, key, choices, default=_REQUIRED):
-        text = self.get_str(key, None if default is not _REQUIRED else _REQUIRED)
+        text = self._text(key, default)
         if text is None:
             return default
         if text not in choices:
@@ -295,7 +300,7 @@ class _Section:
 
     def get_list(self, key, count, convert, default=_REQUIRED):
         """A comma list with one entry per input; a single entry is used for all."""
-        text = self.get_str(key, None if default is not _REQUIRED else _REQUIRED)
+        text = self._text(key, default)
         if text is None:
             return [default] * count
         items = _split_top_level(text)
@@ -304,7 +309,7 @@ class _Section:
         if len(items) != count:
             expected = "1" if count == 1 else f"{count} (one per input) or 1"
             raise self.error(key, f"has {len(items)} entries; expected {expected}")
-        return [self._convert(key, item, convert) for item in items]
+        return [self.convert(key, item, convert) for item in items]
 
     def get_float_list(self, key, count, default=_REQUIRED, minimum=None, maximum=None):
         values = self.get_list(key, count, _parse_float, default)
@@ -323,6 +328,8 @@ def _read_ini(path):
             parser.read_file(handle, source=str(path))
     except OSError as err:
         raise ConfigError(path, None, None, f"cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, None, None, f"not a UTF-8 text file ({err.reason} at byte {err.start})") from None
     except configparser.DuplicateOptionError as err:
         raise ConfigError(path, err.section, err.option, f"given twice (line {err.lineno})") from None
     except configparser.DuplicateSectionError as err:
@@ -548,7 +555,7 @@ class _WeightLayerParser(LayerParser):
             return sec.get_list(key, count, parse_schedule)
 
         def schedule(sec, key):
-            return sec._convert(key, sec.get_str(key), parse_schedule)
+            return sec.convert(key, sec.get_str(key), parse_schedule)
 
         layer["epsW"] = source.learning("epsW", schedules)
         layer["epsB"] = source.learning("epsB", schedule)
@@ -726,7 +733,7 @@ class NeuronLayerParser(LayerParser):
     takes_neuron = False
 
     def resolve(self, sec, layer, inputs, data_dims):
-        layer["neuron"] = sec._convert("neuron", sec.get_str("neuron"), _canonical_neuron)
+        layer["neuron"] = sec.convert("neuron", sec.get_str("neuron"), _canonical_neuron)
         _copy_output(layer, inputs[0])
 
 
@@ -765,7 +772,7 @@ class EltwiseSumLayerParser(_EltwiseLayerParser):
             items = _split_top_level(sec.get_str(key))
             if len(items) != count:
                 raise sec.error(key, f"has {len(items)} entries; expected {count} (one per input)")
-            return [sec._convert(key, item, _parse_float) for item in items]
+            return [sec.convert(key, item, _parse_float) for item in items]
 
         coeffs = source.tunable("coeffs", coefficients, default=[1.0] * count)
         if coeffs is not None:
@@ -928,7 +935,7 @@ def _definition_entry(sec):
     gpu = sec.get_int("gpu", None, minimum=0)
     neuron = None
     if parser.takes_neuron and sec.has("neuron"):
-        neuron = sec._convert("neuron", sec.get_str("neuron"), _canonical_neuron)
+        neuron = sec.convert("neuron", sec.get_str("neuron"), _canonical_neuron)
     return parser, layer, gpu, neuron
 
 
