@@ -143,38 +143,43 @@ class CIFARProvider(DataProvider):
                 _stats_cache[key] = self._compute_training_stats()
             return _stats_cache[key]
 
-    def _compute_training_stats(self):
+    def _compute_training_stats(self, chunk=1000):
+        # One pass of per-pixel sums and sums of squares (exact in float64 for uint8 data);
+        # chunked so the float64 copies stay small.
         total = np.zeros(PIXELS, dtype=np.float64)
+        total_squares = np.zeros(PIXELS, dtype=np.float64)
         count = 0
         for batchnum in range(1, NUM_TRAIN_BATCHES + 1):
             images, _ = self.read_batch(batchnum)
-            total += images.sum(axis=0, dtype=np.float64)
+            for start in range(0, len(images), chunk):
+                block = images[start:start + chunk].astype(np.float64)
+                total += block.sum(axis=0)
+                total_squares += (block * block).sum(axis=0)
             count += len(images)
         if count == 0:
             raise CorruptDataError(f"{self.data_path}: the training batches hold no images")
         mean = total / count
-        squares = np.zeros(CHANNELS, dtype=np.float64)
-        for batchnum in range(1, NUM_TRAIN_BATCHES + 1):
-            images, _ = self.read_batch(batchnum)
-            deviation = (images - mean).reshape(len(images), CHANNELS, -1)
-            squares += (deviation ** 2).sum(axis=(0, 2))
-        channel_std = np.sqrt(squares / (count * IMAGE_SIZE * IMAGE_SIZE))
+        # sum over the batch of (x - mean_pixel)^2, per pixel, summed per channel
+        squares = (total_squares - count * mean * mean).reshape(CHANNELS, -1).sum(axis=1)
+        channel_std = np.sqrt(np.maximum(squares, 0.0) / (count * IMAGE_SIZE * IMAGE_SIZE))
         return mean.astype(np.float32), channel_std.astype(np.float32)
 
     def load_batch(self, epoch, batchnum):
         images, labels = self.read_batch(batchnum)
-        cases = images.astype(np.float32) - self._mean
         rng = None
         if not self.test:
             rng = batch_rng(self.seed, epoch, batchnum)
             if self.shuffle:
-                order = rng.permutation(len(cases))
-                cases, labels = cases[order], labels[order]
-        return [self.cases_to_data(cases, rng), labels_row(labels)]
+                order = rng.permutation(len(images))
+                images, labels = images[order], labels[order]
+        return [self.images_to_data(images, rng), labels_row(labels)]
 
-    def cases_to_data(self, cases, rng):
-        """Mean-subtracted (n, 3072) cases -> the data matrix; rng is None for test batches."""
-        return to_layout(cases * np.float32(self.scale))
+    def images_to_data(self, images, rng):
+        """uint8 (n, 3072) images -> the data matrix; rng is None for test batches."""
+        data = to_layout(images)
+        data -= self._mean[:, None]
+        data *= np.float32(self.scale)
+        return data
 
 
 @register_provider("cifar-cropped")
@@ -215,35 +220,47 @@ class CroppedCIFARProvider(CIFARProvider):
         if self.color_noise > 0 and not self.test:
             self._channel_std = self._training_stats()[1]
 
-    def cases_to_data(self, cases, rng):
-        n, size = len(cases), self.inner_size
-        images = cases.reshape(n, CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
-        room = IMAGE_SIZE - size
-        centre = room // 2
+    def images_to_data(self, images, rng):
         if rng is None:
-            if not self.multiview:
-                return self._views_to_data([images[:, :, centre:centre + size, centre:centre + size]])
-            corners = [(0, 0), (0, room), (room, 0), (room, room), (centre, centre)]
-            crops = [images[:, :, y:y + size, x:x + size] for y, x in corners]
-            return self._views_to_data(crops + [crop[..., ::-1] for crop in crops])
+            return self._test_views(images)
+        n, size = len(images), self.inner_size
+        room = IMAGE_SIZE - size
+        images = images.reshape(n, CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
+        mean = self._mean.reshape(CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
         offset_y = rng.integers(0, room + 1, size=n)
         offset_x = rng.integers(0, room + 1, size=n)
         flip = rng.random(n) < 0.5
-        rows = offset_y[:, None] + np.arange(size)
-        cols = offset_x[:, None] + np.arange(size)
-        cols = np.where(flip[:, None], cols[:, ::-1], cols)
-        crops = images[np.arange(n)[:, None, None, None], np.arange(CHANNELS)[None, :, None, None],
-                       rows[:, None, :, None], cols[:, None, None, :]]
+        # Cases sharing a crop (position, flip) are cut together: at most 2*(room+1)^2
+        # slicing copies instead of a per-pixel gather.
+        crop_id = (offset_y * (room + 1) + offset_x) * 2 + flip
+        crops = np.empty((n, CHANNELS, size, size), dtype=np.float32)
+        for crop in np.unique(crop_id):
+            cases = np.flatnonzero(crop_id == crop)
+            y, x, flipped = offset_y[cases[0]], offset_x[cases[0]], flip[cases[0]]
+            cut = images[cases, :, y:y + size, x:x + size] - mean[:, y:y + size, x:x + size]
+            crops[cases] = cut[..., ::-1] if flipped else cut
         if self.color_noise > 0:
             noise = rng.standard_normal((n, CHANNELS, 1, 1)).astype(np.float32)
             crops += noise * (np.float32(self.color_noise) * self._channel_std[None, :, None, None])
-        return self._views_to_data([crops])
-
-    def _views_to_data(self, views):
-        """(n, C, s, s) crops per view -> (rows, views*n) float32, view-major, scaled."""
-        n = len(views[0])
-        data = np.empty((CHANNELS * self.inner_size ** 2, len(views) * n), dtype=np.float32)
-        for v, crops in enumerate(views):
-            data[:, v * n:(v + 1) * n] = crops.reshape(n, -1).T
+        data = to_layout(crops)
         data *= np.float32(self.scale)
         return data
+
+    def _test_views(self, images):
+        """The centre crop, or the 10 views (view-major columns) for multiview."""
+        n, size = len(images), self.inner_size
+        room = IMAGE_SIZE - size
+        centre = room // 2
+        full = super().images_to_data(images, None).reshape(CHANNELS, IMAGE_SIZE, IMAGE_SIZE, n)
+        corners = [(0, 0), (0, room), (room, 0), (room, room), (centre, centre)] if self.multiview \
+            else [(centre, centre)]
+        views = [(y, x, False) for y, x in corners]
+        if self.multiview:
+            views += [(y, x, True) for y, x in corners]
+        # (C, size, size, view, case) is the row-major form of (rows, views*n) view-major:
+        # every copy below moves rows of n contiguous floats.
+        data = np.empty((CHANNELS, size, size, len(views), n), dtype=np.float32)
+        for v, (y, x, flipped) in enumerate(views):
+            crop = full[:, y:y + size, x:x + size, :]
+            data[:, :, :, v, :] = crop[:, :, ::-1, :] if flipped else crop
+        return data.reshape(CHANNELS * size * size, len(views) * n)

@@ -141,8 +141,10 @@ class FashionMNISTProvider(DataProvider):
             start = n * (batchnum - 1) // NUM_TRAIN_BATCHES
             stop = n * batchnum // NUM_TRAIN_BATCHES
             images, labels = self._train_images[start:stop], self._train_labels[start:stop]
-        cases = images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0) - self._mean
         if self.shuffle and not self.test:
-            order = batch_rng(self.seed, epoch, batchnum).permutation(len(cases))
-            cases, labels = cases[order], labels[order]
-        return [to_layout(cases), labels_row(labels)]
+            order = batch_rng(self.seed, epoch, batchnum).permutation(len(images))
+            images, labels = images[order], labels[order]
+        data = to_layout(images)
+        data /= np.float32(255.0)
+        data -= self._mean[:, None]
+        return [data, labels_row(labels)]
