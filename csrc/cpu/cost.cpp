@@ -50,7 +50,9 @@ CostResult sum_blocks(int64_t blocks, const BlockSum& block_sum) {
 }
 
 // Grain (in rows or cases) so that a chunk holds about kGrain elements.
-int64_t grain_for(int64_t elementsPerItem) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(elementsPerItem, 1)); }
+int64_t grain_for(int64_t elementsPerItem) {
+  return std::max<int64_t>(1, kGrain / std::max<int64_t>(elementsPerItem, 1));
+}
 
 }  // namespace
 

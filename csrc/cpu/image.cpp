@@ -15,7 +15,9 @@ namespace {
 constexpr int64_t kGrain = 1 << 14;  // elements per chunk below which threading does not pay
 
 // Rows per chunk so that a chunk holds about kGrain elements.
-int64_t grain_for(int64_t elementsPerRow) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(elementsPerRow, 1)); }
+int64_t grain_for(int64_t elementsPerRow) {
+  return std::max<int64_t>(1, kGrain / std::max<int64_t>(elementsPerRow, 1));
+}
 
 // dst[n] = scaleTargets * dst[n] + scaleOutput * src[n] for one pixel's run of images.
 inline void store_run(float* dst, const float* src, int64_t count, float scaleTargets, float scaleOutput) {
@@ -133,7 +135,8 @@ void gaussianBlur(const Tensor& images, const Tensor& filter, Tensor& targets, c
     std::vector<float> sum(numImages);
     for (int64_t x = 0; x < width; ++x) {
       std::fill(sum.begin(), sum.end(), 0.f);
-      // Taps that fall outside the image read zeros, i.e. are skipped.
+      // Tap t weighs the pixel at offset t - radius (a correlation: the same as a convolution
+      // for the symmetric filters a blur uses). Taps outside the image read zeros, i.e. are skipped.
       for (int64_t t = 0; t < taps; ++t) {
         const int64_t sx = horizontal ? x + t - radius : x, sy = horizontal ? y : y + t - radius;
         if (sx < 0 || sx >= width || sy < 0 || sy >= height) continue;
