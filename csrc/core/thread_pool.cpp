@@ -23,7 +23,9 @@ class ThreadPool {
   void resize(int n) {
     stop();
     stopping_ = false;
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    // New workers wait for the next region, not one that ran before a resize.
+    const uint64_t seen = generation_;
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, seen] { worker_loop(i, seen); });
   }
 
   // Runs task(k) for k in [0, tasks) with task k on thread k (the caller runs task 0).
@@ -57,8 +59,7 @@ class ThreadPool {
     inside_parallel_region = false;
   }
 
-  void worker_loop(int k) {
-    uint64_t seen = 0;
+  void worker_loop(int k, uint64_t seen) {
     for (;;) {
       const std::function<void(int)>* task;
       {

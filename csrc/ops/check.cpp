@@ -1,5 +1,7 @@
 #include "ops/check.h"
 
+#include <cstdint>
+
 namespace ccn::ops {
 
 static void check_defined(const Tensor& t, const char* name) {
@@ -38,6 +40,15 @@ Device common_device(std::initializer_list<NamedTensor> tensors) {
 
 void check_positive(int64_t value, const char* name) {
   CCN_CHECK(value > 0, "parameter '", name, "' must be positive, got ", value);
+}
+
+void check_disjoint(const Tensor& out, const char* out_name, const Tensor& in, const char* in_name) {
+  // Compared as integers: the two ranges may belong to unrelated allocations.
+  auto out_begin = reinterpret_cast<uintptr_t>(out.data());
+  auto in_begin = reinterpret_cast<uintptr_t>(in.data());
+  uintptr_t out_end = out_begin + out.numel() * sizeof(float), in_end = in_begin + in.numel() * sizeof(float);
+  bool overlap = out.numel() > 0 && in.numel() > 0 && out_begin < in_end && in_begin < out_end;
+  CCN_CHECK(!overlap, "argument '", out_name, "' must not share memory with '", in_name, "'");
 }
 
 }  // namespace ccn::ops

@@ -21,6 +21,9 @@ void check_numel(const Tensor& t, const char* name, int64_t count);
 Device common_device(std::initializer_list<NamedTensor> tensors);
 // A positive integer parameter.
 void check_positive(int64_t value, const char* name);
+// The output `out` must not share memory with the input `in` (for routines that read an
+// input element after writing some output element, where aliasing would corrupt the result).
+void check_disjoint(const Tensor& out, const char* out_name, const Tensor& in, const char* in_name);
 
 }  // namespace ccn::ops
 

@@ -97,8 +97,15 @@ class Trainer:
     # -- setup -------------------------------------------------------------------------
     def _provider(self, batch_range, test, multiview=False):
         op = self.op
-        params = dict(seed=op["seed"], crop_border=op["crop_border"], inner_size=op["inner_size"],
-                      color_noise=0.0 if test else op["color_noise"], multiview=multiview)
+        params = dict(seed=op["seed"])
+        if op["data_provider"] == "cifar-cropped":  # the options only this provider takes
+            params.update(crop_border=op["crop_border"], color_noise=0.0 if test else op["color_noise"])
+            if op["inner_size"]:
+                params.update(inner_size=op["inner_size"], crop_border=None)
+            if test:
+                params.update(multiview=multiview)
+        elif multiview:
+            raise ValueError(f"--multiview-test: the {op['data_provider']} provider has a single view")
         return data.get_provider(op["data_provider"], op["data_path"], batch_range, test=test, **params)
 
     def _init_params(self):
@@ -119,6 +126,13 @@ class Trainer:
         if finetune:  # a fine-tuned net starts a new run: no history
             self.epoch, self.batchnum, self.batches_done = 1, 0, 0
             self.train_outputs, self.test_outputs = [], []
+
+    def _next_position(self, batch_range):
+        """(epoch, batchnum) of the batch after the last one trained (the first when none)."""
+        if self.batchnum == 0:
+            return self.epoch, batch_range[0]
+        i = batch_range.index(self.batchnum)
+        return (self.epoch + 1, batch_range[0]) if i == len(batch_range) - 1 else (self.epoch, batch_range[i + 1])
 
     def _set_learning_params(self):
         total = max(1, self.op["epochs"] * len(self.train_dp.batch_range))
@@ -141,7 +155,7 @@ class Trainer:
         print(f"convnet: training on {','.join(self.devices)}; checkpoints in {self.run_dir}")
         self._print_net()
         dp = self.train_dp
-        dp.set_position(self.epoch, self.batchnum)  # continue after the last batch done
+        dp.set_position(*self._next_position(dp.batch_range))
         batches_per_epoch = len(dp.batch_range)
         since_test = 0
         bar, bar_epoch = None, None

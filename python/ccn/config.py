@@ -1,0 +1,1124 @@
+"""cuda-convnet's two layer files -> the resolved layer list of LAYERS_SPEC.md.
+
+A net is described by two INI files, as in cuda-convnet:
+
+* the layer definition file (``layers.cfg``): one ``[section]`` per layer, named by the
+  section, with ``type=`` and the keys of that type (geometry, inputs, initialisation);
+* the layer-params file (``layer-params.cfg``): the learning parameters, one section per
+  layer that has any (``epsW``, ``epsB``, ``momW``, ``momB``, ``wc`` for conv/local/fc),
+  plus the "tunable" values a user may change between runs (``scale``, ``pow``,
+  ``minDiv`` of norms, ``coeff`` of costs, ``keep`` of dropout, ``coeffs`` of eltsum,
+  ``topk`` of cost.logreg). Tunable values may also sit in the definition file; the
+  layer-params file wins. The layer-params file is re-read on resume:
+  ``load_layer_params`` updates an already resolved list in place.
+
+``load_layers`` returns a list of plain dicts in topological order (see LAYERS_SPEC.md
+for every key). Each ``type=`` has one parser class registered in ``LAYER_PARSERS``;
+adding a layer type means adding one class. Keys are matched case-insensitively (as
+cuda-convnet's ConfigParser did), and a key a type does not know is an error, so a typo
+never passes silently. Every error is a ``ConfigError`` naming the file, the [section]
+and the key.
+
+Derived sizes (cuda-convnet's formulas; rows and columns separately):
+  conv/local:  modules = 1 + ceil((2*padding + imgSize - filterSize) / stride)
+  pool:        outputs = ceil((imgSize - start - sizeX) / stride) + 1   (when outputsX=0)
+  cmpool:      outputChannels = ceil((channels - start - size) / stride) + 1   (when 0)
+  rnorm/cnorm: scale = file scale / size^2;   cmrnorm: scale = file scale / size
+A conv layer's ``filters`` is the total number of filters (all groups together).
+
+Learning-rate schedules (epsW, epsB), progress p in [0, 1] (clamped):
+  n or const[base]              base
+  linear[base;tgtFactor]        base*(1-p) + (base/tgtFactor)*p, i.e. linear from base
+                                to base/tgtFactor
+  exp[base;tgtFactor]           base * tgtFactor^(-p)
+  dexp[base;tgtFactor;numSteps] exp stepped in numSteps equal pieces of progress: step
+                                k = 0..numSteps-1 (the first k with p <= (k+1)/numSteps)
+                                has base * tgtFactor^(-k/(numSteps-1)); the last step
+                                is base/tgtFactor
+Parameters are separated by ';' (or ','), positionally or as name=value, e.g.
+``dexp[base=0.01;tgtFactor=250;numSteps=4]``.
+"""
+import configparser
+import difflib
+import math
+import numbers
+import re
+
+__all__ = [
+    "ConfigError",
+    "LAYER_PARSERS",
+    "LayerParser",
+    "register_layer_parser",
+    "load_layers",
+    "load_layer_params",
+    "parse_schedule",
+    "schedule_value",
+    "weight_shapes",
+    "bias_shape",
+]
+
+
+class ConfigError(ValueError):
+    """A layer file error; the message names the file, the [section] and the key."""
+
+    def __init__(self, path, section, key, reason):
+        self.path, self.section, self.key, self.reason = str(path), section, key, reason
+        where = self.path
+        if section is not None:
+            where += f": [{section}]"
+        if key is not None:
+            where += f" {key}"
+        super().__init__(f"{where}: {reason}")
+
+
+_REQUIRED = object()  # marks a key without default
+_INT_RE = re.compile(r"[+-]?\d+")
+_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _split_top_level(text, separators=","):
+    """Splits on separators that are not inside [...] or (...)."""
+    parts, depth, current = [], 0, []
+    for ch in text:
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        if ch in separators and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current).strip())
+    return parts
+
+
+def _parse_int(text):
+    if not _INT_RE.fullmatch(text.strip()):
+        raise ValueError(f"'{text}' is not an integer")
+    return int(text)
+
+
+def _parse_float(text):
+    if not _FLOAT_RE.fullmatch(text.strip()):
+        raise ValueError(f"'{text}' is not a number")
+    return float(text)
+
+
+# ---------------------------------------------------------------------------------------
+# Learning-rate schedules
+# ---------------------------------------------------------------------------------------
+
+_SCHEDULE_PARAMS = {
+    "const": ("base",),
+    "linear": ("base", "tgtFactor"),
+    "exp": ("base", "tgtFactor"),
+    "dexp": ("base", "tgtFactor", "numSteps"),
+}
+_SCHEDULE_RE = re.compile(r"(\w+)\s*\[(.*)\]", re.S)
+
+
+def parse_schedule(text):
+    """Parses a schedule ("0.01", "exp[0.01;100]", "dexp[base=0.01;tgtFactor=250;numSteps=4]")
+    into {"type", "base"[, "tgtFactor"[, "numSteps"]]}. Raises ValueError."""
+    text = text.strip()
+    if _FLOAT_RE.fullmatch(text):
+        values = {"base": float(text)}
+        kind = "const"
+    else:
+        match = _SCHEDULE_RE.fullmatch(text)
+        if not match:
+            raise ValueError(f"'{text}' is neither a number nor a schedule such as exp[base;tgtFactor]")
+        kind = match.group(1).lower()
+        if kind not in _SCHEDULE_PARAMS:
+            raise ValueError(f"unknown schedule '{match.group(1)}' (expected const, linear, exp or dexp)")
+        names = _SCHEDULE_PARAMS[kind]
+        lower_names = {n.lower(): n for n in names}
+        items = [item.strip() for item in re.split(r"[;,]", match.group(2))]
+        if items == [""]:
+            items = []
+        values, named = {}, False
+        for position, item in enumerate(items):
+            if "=" in item:
+                key, value = (s.strip() for s in item.split("=", 1))
+                if key.lower() not in lower_names:
+                    raise ValueError(f"schedule {kind} has no parameter '{key}' (it takes {', '.join(names)})")
+                name, named = lower_names[key.lower()], True
+            else:
+                if named:
+                    raise ValueError(f"schedule '{text}': positional value after named ones")
+                if position >= len(names):
+                    raise ValueError(f"schedule {kind} takes {len(names)} parameter(s) ({', '.join(names)})")
+                name, value = names[position], item
+            if name in values:
+                raise ValueError(f"schedule '{text}' gives {name} twice")
+            values[name] = _parse_int(value) if name == "numSteps" else _parse_float(value)
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise ValueError(f"schedule {kind} needs {', '.join(names)}; missing {', '.join(missing)}")
+    if not (math.isfinite(values["base"]) and values["base"] >= 0):
+        raise ValueError(f"schedule base must be >= 0, got {values['base']}")
+    if "tgtFactor" in values and not (math.isfinite(values["tgtFactor"]) and values["tgtFactor"] > 0):
+        raise ValueError(f"schedule tgtFactor must be > 0, got {values['tgtFactor']}")
+    if "numSteps" in values and values["numSteps"] < 2:
+        raise ValueError(f"schedule numSteps must be >= 2, got {values['numSteps']}")
+    return {"type": kind, **values}
+
+
+def schedule_value(schedule, progress):
+    """The value of a schedule dict at progress in [0, 1] (clamped); formulas in the module doc."""
+    if math.isnan(progress):
+        raise ValueError("progress is NaN")
+    p = min(max(float(progress), 0.0), 1.0)
+    kind, base = schedule["type"], float(schedule["base"])
+    if kind == "const":
+        return base
+    if kind not in _SCHEDULE_PARAMS:
+        raise ValueError(f"unknown schedule type '{kind}'")
+    target = float(schedule["tgtFactor"])
+    if kind == "linear":
+        return base * (1.0 - p) + (base / target) * p
+    if kind == "exp":
+        return base * target ** (-p)
+    steps = int(schedule["numSteps"])
+    for k in range(steps):
+        if p <= (k + 1) / steps:
+            break
+    return base / target if k == steps - 1 else base * target ** (-k / (steps - 1))
+
+
+# ---------------------------------------------------------------------------------------
+# Neurons (names as csrc/ops/neuron.h parses them)
+# ---------------------------------------------------------------------------------------
+
+_NEURON_PARAMS = {"ident": 0, "relu": 0, "logistic": 0, "tanh": 2, "abs": 0, "square": 0, "sqrt": 0,
+                  "softrelu": 0, "brelu": 1, "linear": 2, "abstanh": 2}
+_NEURON_RE = re.compile(r"(\w+)(?:\[(.*)\])?", re.S)
+
+
+def _canonical_neuron(text):
+    """Validates a neuron name ("relu", "tanh[1.7159,0.6666]") and returns it without spaces."""
+    compact = re.sub(r"\s+", "", text)
+    match = _NEURON_RE.fullmatch(compact)
+    name = match.group(1) if match else None
+    if name not in _NEURON_PARAMS:
+        raise ValueError(f"unknown neuron '{text}' (expected ident, relu, logistic, tanh[a,b], abs, square, "
+                         "sqrt, softrelu, brelu[a], linear[a,b] or abstanh[a,b])")
+    if match.group(2) is None:
+        return name
+    args = match.group(2).split(",")
+    if len(args) != _NEURON_PARAMS[name]:
+        raise ValueError(f"neuron {name} takes {_NEURON_PARAMS[name]} parameter(s), got '{text}'")
+    for arg in args:
+        if not math.isfinite(_parse_float(arg)):
+            raise ValueError(f"neuron parameter '{arg}' is not finite")
+    return compact
+
+
+# ---------------------------------------------------------------------------------------
+# One INI section, with typed getters whose errors name file, section and key
+# ---------------------------------------------------------------------------------------
+
+
+class _Section:
+    """The keys of one [section]; lookups are case-insensitive, errors name path/section/key."""
+
+    def __init__(self, path, name, items):
+        self.path, self.name = path, name
+        self._items = {}  # lower-case key -> (key as written, value)
+        for key, value in items:
+            if key.lower() in self._items:
+                raise self.error(key, f"given twice (as '{self._items[key.lower()][0]}' too)")
+            self._items[key.lower()] = (key, value)
+
+    def error(self, key, reason):
+        return ConfigError(self.path, self.name, key, reason)
+
+    def keys(self):
+        return [key for key, _ in self._items.values()]
+
+    def has(self, key):
+        return key.lower() in self._items
+
+    def get_str(self, key, default=_REQUIRED):
+        if key.lower() not in self._items:
+            if default is _REQUIRED:
+                raise self.error(key, "missing (required)")
+            return default
+        value = self._items[key.lower()][1].strip()
+        if not value:
+            raise self.error(key, "empty value")
+        return value
+
+    def _text(self, key, default):
+        """The value's text; None when the key is absent and has a default."""
+        return self.get_str(key, _REQUIRED if default is _REQUIRED else None)
+
+    def convert(self, key, text, parse):
+        """parse(text), its ValueError turned into a ConfigError naming this key."""
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise self.error(key, str(err)) from None
+
+    def _check_range(self, key, value, minimum, maximum):
+        if minimum is not None and value < minimum:
+            raise self.error(key, f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.error(key, f"must be <= {maximum}, got {value}")
+        return value
+
+    def get_int(self, key, default=_REQUIRED, minimum=None, maximum=None):
+        text = self._text(key, default)
+        if text is None:
+            return default
+        return self._check_range(key, self.convert(key, text, _parse_int), minimum, maximum)
+
+    def get_float(self, key, default=_REQUIRED, minimum=None, maximum=None):
+        text = self._text(key, default)
+        if text is None:
+            return default
+        return self._check_range(key, self.convert(key, text, _parse_float), minimum, maximum)
+
+    def get_bool(self, key, default=_REQUIRED):
+        text = self._text(key, default)
+        if text is None:
+            return default
+        if text.lower() not in _BOOLS:
+            raise self.error(key, f"'{text}' is not a boolean (use 0 or 1)")
+        return _BOOLS[text.lower()]
+
+    def get_choice(self, key, choices, default=_REQUIRED):
+        text = self._text(key, default)
+        if text is None:
+            return default
+        if text not in choices:
+            raise self.error(key, f"'{text}' is not one of {', '.join(choices)}")
+        return text
+
+    def get_list(self, key, count, convert, default=_REQUIRED):
+        """A comma list with one entry per input; a single entry is used for all."""
+        text = self._text(key, default)
+        if text is None:
+            return [default] * count
+        items = _split_top_level(text)
+        if len(items) == 1:
+            items = items * count
+        if len(items) != count:
+            expected = "1" if count == 1 else f"{count} (one per input) or 1"
+            raise self.error(key, f"has {len(items)} entries; expected {expected}")
+        return [self.convert(key, item, convert) for item in items]
+
+    def get_float_list(self, key, count, default=_REQUIRED, minimum=None, maximum=None):
+        values = self.get_list(key, count, _parse_float, default)
+        for value in values:
+            self._check_range(key, value, minimum, maximum)
+        return values
+
+
+def _read_ini(path):
+    """Reads an INI file into an ordered list of _Section; syntax errors become ConfigError."""
+    parser = configparser.ConfigParser(interpolation=None, strict=True, comment_prefixes=("#", ";"),
+                                       inline_comment_prefixes=("#",), default_section="\0no default\0")
+    parser.optionxform = str  # keep the user's spelling for messages
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle, source=str(path))
+    except OSError as err:
+        raise ConfigError(path, None, None, f"cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, None, None, f"not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except configparser.DuplicateOptionError as err:
+        raise ConfigError(path, err.section, err.option, f"given twice (line {err.lineno})") from None
+    except configparser.DuplicateSectionError as err:
+        raise ConfigError(path, err.section, None, f"section given twice (line {err.lineno})") from None
+    except configparser.Error as err:
+        raise ConfigError(path, None, None, str(err).replace("\n", " ")) from None
+    return [_Section(path, name, parser.items(name)) for name in parser.sections()]
+
+
+# ---------------------------------------------------------------------------------------
+# Geometry helpers
+# ---------------------------------------------------------------------------------------
+
+
+def _ceil_div(a, b):
+    return -((-a) // b)
+
+
+def _conv_output_size(img_size, filter_size, padding, stride):
+    return 1 + _ceil_div(2 * padding + img_size - filter_size, stride)
+
+
+def _pool_output_size(img_size, size, start, stride):
+    return _ceil_div(img_size - start - size, stride) + 1
+
+
+def _is_spatial(layer):
+    return "outChannels" in layer
+
+
+def _set_output(layer, channels=None, size_y=None, size_x=None, outputs=None):
+    """Sets outputs, and the output geometry keys when the output is an image."""
+    if channels is None:
+        layer["outputs"] = outputs
+    else:
+        layer["outputs"] = channels * size_y * size_x
+        layer["outChannels"], layer["outSizeY"], layer["outSizeX"] = channels, size_y, size_x
+
+
+def _copy_output(layer, source):
+    if _is_spatial(source):
+        _set_output(layer, source["outChannels"], source["outSizeY"], source["outSizeX"])
+    else:
+        _set_output(layer, outputs=source["outputs"])
+
+
+def _input_image(sec, source):
+    """(channels, imgSizeY, imgSizeX) of an input: its image geometry, checked against
+    channels= when given; a flat input needs channels= and is read as square images."""
+    if _is_spatial(source):
+        channels = source["outChannels"]
+        given = sec.get_int("channels", None, minimum=1)
+        if given is not None and given != channels:
+            raise sec.error("channels", f"{given} does not match input '{source['name']}', "
+                                        f"which has {channels} channels")
+        return channels, source["outSizeY"], source["outSizeX"]
+    if not sec.has("channels"):
+        raise sec.error("channels", f"missing: input '{source['name']}' is flat ({source['outputs']} outputs), "
+                                    "so channels= must say how to read it as square images")
+    channels = sec.get_int("channels", minimum=1)
+    pixels, rest = divmod(source["outputs"], channels)
+    side = math.isqrt(pixels)
+    if rest or side * side != pixels or side == 0:
+        raise sec.error("channels", f"input '{source['name']}' has {source['outputs']} outputs, "
+                                    f"not {channels} channels of square images")
+    return channels, side, side
+
+
+_FUNC_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+\s*(\(([^()]*)\))?")
+
+
+def _init_func(sec, key):
+    """initWFunc/initBFunc: "module.function" or "module.function(arg,...)", kept as a string."""
+    text = sec.get_str(key, None)
+    if text is None:
+        return None
+    match = _FUNC_RE.fullmatch(text)
+    args = match.group(3) if match else None
+    if not match or (args and args.strip() and not all(a.strip() for a in args.split(","))):
+        raise sec.error(key, f"'{text}' is not of the form module.function(arg1,arg2,...)")
+    return text
+
+
+_SOURCE_RE = re.compile(r"([A-Za-z0-9_.\-]+)\s*(?:\[\s*(\d+)\s*\])?")
+
+
+def _weight_source(sec, text):
+    """'layer' or 'layer[idx]' -> (layer, idx); None for an empty entry."""
+    if not text:
+        return None
+    match = _SOURCE_RE.fullmatch(text)
+    if not match:
+        raise sec.error("weightSource", f"'{text}' is not of the form layer or layer[index]")
+    return match.group(1), int(match.group(2) or 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Layer parsers
+# ---------------------------------------------------------------------------------------
+
+LAYER_PARSERS = {}
+
+
+def register_layer_parser(cls):
+    """Class decorator: registers a LayerParser subclass under its type_name."""
+    if cls.type_name in LAYER_PARSERS:
+        raise ValueError(f"layer type '{cls.type_name}' registered twice")
+    LAYER_PARSERS[cls.type_name] = cls
+    return cls
+
+
+_WEIGHT_LEARNING_KEYS = frozenset({"epsW", "epsB", "momW", "momB", "wc"})
+
+
+class _ParamSource:
+    """Where a layer's learning/tunable values come from: its layer-params section, then
+    (tunables only) its definition section. On resume, an absent tunable keeps its value."""
+
+    def __init__(self, params_path, layer_name, params_sec, def_sec, resuming):
+        self.params_path, self.layer_name = params_path, layer_name
+        self.params_sec, self.def_sec, self.resuming = params_sec, def_sec, resuming
+
+    def learning(self, key, getter, *args, default=_REQUIRED, **kwargs):
+        """A value only the layer-params file gives."""
+        sec = self.params_sec
+        if sec is None or not sec.has(key):
+            if default is not _REQUIRED:
+                return default
+            where = "missing" if sec is not None else "missing (the layer-params file has no section for this layer)"
+            raise ConfigError(self.params_path, self.layer_name, key,
+                              f"{where}; layers with weights need epsW, epsB, momW and momB")
+        return getter(sec, key, *args, **kwargs)
+
+    def tunable(self, key, getter, *args, default=_REQUIRED, **kwargs):
+        """A value either file may give (layer-params first); None: keep the current one."""
+        for sec in (self.params_sec, self.def_sec):
+            if sec is not None and sec.has(key):
+                return getter(sec, key, *args, **kwargs)
+        if self.resuming:
+            return None
+        if default is not _REQUIRED:
+            return default
+        raise ConfigError(self.params_path, self.layer_name, key,
+                          "missing (required; give it in the layer-params file or the layer definition)")
+
+
+class LayerParser:
+    """Base of the per-type parsers. A subclass sets type_name and its keys and implements
+    resolve(); layers with learned or tunable values implement apply_params() too."""
+
+    type_name = ""
+    keys = frozenset()            # type-specific keys of the layer definition file
+    tunable_keys = frozenset()    # keys either file may give (the layer-params file wins)
+    learning_keys = frozenset()   # keys only the layer-params file may give
+    min_inputs, max_inputs = 1, 1  # max_inputs None: any number
+    takes_neuron = True           # whether neuron= shorthand is allowed
+
+    def definition_keys(self):
+        common = {"type", "gpu"} | ({"inputs"} if self.max_inputs != 0 else set())
+        common |= {"neuron"} if self.takes_neuron else set()
+        return common | set(self.keys) | set(self.tunable_keys)
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        """Reads the type's keys from sec and fills layer (inputs: the input layer dicts)."""
+        raise NotImplementedError(f"layer type {self.type_name} has no resolve()")
+
+    def apply_params(self, source, layer, layers_by_name):
+        """Sets the learning/tunable values from a _ParamSource (default: the type has none)."""
+
+    def weight_shapes(self, layer, layers_by_name):
+        """(rows, cols) of each weight matrix (default: no weights)."""
+        return []
+
+
+@register_layer_parser
+class DataLayerParser(LayerParser):
+    type_name = "data"
+    keys = frozenset({"dataIdx"})
+    min_inputs = max_inputs = 0
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        index = sec.get_int("dataIdx", minimum=0)
+        if index not in data_dims:
+            raise sec.error("dataIdx", f"{index} is not provided by the data provider "
+                                       f"(it provides {sorted(data_dims)})")
+        layer["dataIdx"] = index
+        dims = data_dims[index]
+        if isinstance(dims, int):
+            _set_output(layer, outputs=dims)
+        else:
+            _set_output(layer, *dims)
+
+
+class _WeightLayerParser(LayerParser):
+    """Shared parts of conv, local and fc: init keys, weightSource, learning parameters."""
+
+    learning_keys = _WEIGHT_LEARNING_KEYS
+
+    def resolve_init(self, sec, layer, count):
+        if self.max_inputs == 1:
+            layer["initW"] = sec.get_float("initW", 0.01, minimum=0.0)
+        else:
+            layer["initW"] = sec.get_float_list("initW", count, 0.01, minimum=0.0)
+        layer["initB"] = sec.get_float("initB", 0.0)
+        for key in ("initWFunc", "initBFunc"):
+            func = _init_func(sec, key)
+            if func is not None:
+                layer[key] = func
+        text = sec.get_str("weightSource", None)
+        if text is not None:
+            entries = [e.strip() for e in text.split(",")]
+            if len(entries) != count:
+                raise sec.error("weightSource", f"has {len(entries)} entries; expected {count} (one per input, "
+                                                "empty for an unshared matrix)")
+            sources = [_weight_source(sec, entry) for entry in entries]
+            if any(sources):
+                layer["weightSource"] = sources  # (layer, index) pairs until _resolve_weight_sources
+
+    def apply_params(self, source, layer, layers_by_name):
+        count = len(self.weight_shapes(layer, layers_by_name))
+
+        def schedules(sec, key):
+            return sec.get_list(key, count, parse_schedule)
+
+        def schedule(sec, key):
+            return sec.convert(key, sec.get_str(key), parse_schedule)
+
+        layer["epsW"] = source.learning("epsW", schedules)
+        layer["epsB"] = source.learning("epsB", schedule)
+        layer["momW"] = source.learning("momW", _Section.get_float_list, count, minimum=0.0, maximum=1.0)
+        layer["momB"] = source.learning("momB", _Section.get_float, minimum=0.0, maximum=1.0)
+        layer["wc"] = source.learning("wc", _Section.get_float_list, count, default=[0.0] * count, minimum=0.0)
+
+
+@register_layer_parser
+class ConvLayerParser(_WeightLayerParser):
+    type_name = "conv"
+    keys = frozenset({"channels", "filters", "filterSize", "padding", "stride", "groups", "sharedBiases",
+                      "partialSum", "initW", "initB", "initWFunc", "initBFunc", "weightSource"})
+    local = False
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        channels, size_y, size_x = _input_image(sec, inputs[0])
+        filters = sec.get_int("filters", minimum=1)
+        filter_size = sec.get_int("filterSize", minimum=1)
+        padding = sec.get_int("padding", 0, minimum=0)
+        stride = sec.get_int("stride", 1, minimum=1)
+        groups = sec.get_int("groups", 1, minimum=1)
+        if channels % groups:
+            raise sec.error("groups", f"{groups} does not divide the input's {channels} channels")
+        if filters % groups:
+            raise sec.error("groups", f"{groups} does not divide filters={filters}")
+        if filter_size > min(size_y, size_x) + 2 * padding:
+            raise sec.error("filterSize", f"{filter_size} is larger than the padded image "
+                                          f"({size_y}x{size_x} with padding {padding})")
+        modules_y = _conv_output_size(size_y, filter_size, padding, stride)
+        modules_x = _conv_output_size(size_x, filter_size, padding, stride)
+        layer.update(channels=channels, imgSizeY=size_y, imgSizeX=size_x, filters=filters,
+                     filterSize=filter_size, padding=padding, stride=stride, groups=groups,
+                     filterChannels=channels // groups, modulesY=modules_y, modulesX=modules_x)
+        if not self.local:
+            layer["sharedBiases"] = sec.get_bool("sharedBiases", True)
+        layer["partialSum"] = sec.get_int("partialSum", 0, minimum=0)
+        self.resolve_init(sec, layer, 1)
+        _set_output(layer, filters, modules_y, modules_x)
+
+    def weight_shapes(self, layer, layers_by_name):
+        rows = layer["filterChannels"] * layer["filterSize"] ** 2
+        if self.local:
+            rows *= layer["modulesY"] * layer["modulesX"]
+        return [(rows, layer["filters"])]
+
+
+@register_layer_parser
+class LocalLayerParser(ConvLayerParser):
+    type_name = "local"
+    keys = ConvLayerParser.keys - {"sharedBiases"}
+    local = True
+
+
+@register_layer_parser
+class FcLayerParser(_WeightLayerParser):
+    type_name = "fc"
+    keys = frozenset({"outputs", "initW", "initB", "initWFunc", "initBFunc", "weightSource"})
+    max_inputs = None
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        _set_output(layer, outputs=sec.get_int("outputs", minimum=1))
+        self.resolve_init(sec, layer, len(inputs))
+
+    def weight_shapes(self, layer, layers_by_name):
+        return [(layers_by_name[name]["outputs"], layer["outputs"]) for name in layer["inputs"]]
+
+
+@register_layer_parser
+class PoolLayerParser(LayerParser):
+    type_name = "pool"
+    keys = frozenset({"pool", "channels", "sizeX", "start", "stride", "outputsX", "outputsY"})
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        channels, size_y, size_x = _input_image(sec, inputs[0])
+        pool = sec.get_choice("pool", ("max", "avg", "maxabs"))
+        size = sec.get_int("sizeX", minimum=1, maximum=min(size_y, size_x))
+        stride = sec.get_int("stride", minimum=1)
+        start = sec.get_int("start", 0, minimum=1 - size, maximum=min(size_y, size_x) - size)
+        outputs_x = sec.get_int("outputsX", 0, minimum=0)
+        # cuda-convnet's images are square: outputsX alone sets both sizes of a square image
+        y_key = "outputsY" if sec.has("outputsY") or size_y != size_x else "outputsX"
+        outputs_y = sec.get_int(y_key, 0, minimum=0)
+        outputs_y = outputs_y or _pool_output_size(size_y, size, start, stride)
+        outputs_x = outputs_x or _pool_output_size(size_x, size, start, stride)
+        for key, count, img in ((y_key, outputs_y, size_y), ("outputsX", outputs_x, size_x)):
+            if start + (count - 1) * stride >= img:
+                raise sec.error(key, f"{count} outputs with start {start} and stride {stride} "
+                                     f"run past the image ({img} pixels)")
+        layer.update(pool=pool, channels=channels, imgSizeY=size_y, imgSizeX=size_x, sizeX=size,
+                     start=start, stride=stride, outputsY=outputs_y, outputsX=outputs_x)
+        _set_output(layer, channels, outputs_y, outputs_x)
+
+
+@register_layer_parser
+class CrossMapPoolLayerParser(LayerParser):
+    type_name = "cmpool"
+    # cuda-convnet2 spells the output channel count "outputs"; outputChannels is accepted too.
+    keys = frozenset({"pool", "channels", "size", "start", "stride", "outputChannels", "outputs"})
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        channels, size_y, size_x = _input_image(sec, inputs[0])
+        sec.get_choice("pool", ("max",), "max")
+        size = sec.get_int("size", minimum=1, maximum=channels)
+        stride = sec.get_int("stride", minimum=1)
+        start = sec.get_int("start", 0, minimum=1 - size, maximum=0)
+        if sec.has("outputs") and sec.has("outputChannels"):
+            raise sec.error("outputs", "give either outputs or outputChannels, not both")
+        key = "outputs" if sec.has("outputs") else "outputChannels"
+        out_channels = sec.get_int(key, 0, minimum=0) or _pool_output_size(channels, size, start, stride)
+        covered = start + (out_channels - 1) * stride + size
+        if covered < channels:
+            raise sec.error(key, f"{out_channels} outputs cover only {covered} of {channels} channels")
+        if start + (out_channels - 1) * stride >= channels:
+            raise sec.error(key, f"{out_channels} outputs run past the {channels} channels")
+        layer.update(channels=channels, imgSizeY=size_y, imgSizeX=size_x, size=size, start=start,
+                     stride=stride, outputChannels=out_channels)
+        _set_output(layer, out_channels, size_y, size_x)
+
+
+def _positive_float(sec, key, maximum=None):
+    value = sec.get_float(key, maximum=maximum)
+    if value <= 0:
+        raise sec.error(key, f"must be > 0, got {value}")
+    return value
+
+
+class _NormLayerParser(LayerParser):
+    keys = frozenset({"channels", "size"})
+    tunable_keys = frozenset({"scale", "pow", "minDiv"})
+    cross_map = False
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        channels, size_y, size_x = _input_image(sec, inputs[0])
+        limit = channels if self.cross_map else min(size_y, size_x)
+        layer.update(channels=channels, imgSizeY=size_y, imgSizeX=size_x,
+                     size=sec.get_int("size", minimum=1, maximum=limit))
+        if self.cross_map:
+            layer["blocked"] = sec.get_bool("blocked", False)
+        _set_output(layer, channels, size_y, size_x)
+
+    def apply_params(self, source, layer, layers_by_name):
+        scale = source.tunable("scale", _Section.get_float, minimum=0.0)
+        if scale is not None:
+            layer["scale"] = scale / (layer["size"] if self.cross_map else layer["size"] ** 2)
+        power = source.tunable("pow", _Section.get_float)
+        if power is not None:
+            layer["pow"] = power
+        min_div = source.tunable("minDiv", _positive_float, default=1.0)
+        if min_div is not None:
+            layer["minDiv"] = min_div
+
+
+@register_layer_parser
+class ResponseNormLayerParser(_NormLayerParser):
+    type_name = "rnorm"
+
+
+@register_layer_parser
+class ContrastNormLayerParser(_NormLayerParser):
+    type_name = "cnorm"
+
+
+@register_layer_parser
+class CrossMapResponseNormLayerParser(_NormLayerParser):
+    type_name = "cmrnorm"
+    keys = _NormLayerParser.keys | {"blocked"}
+    cross_map = True
+
+
+@register_layer_parser
+class NeuronLayerParser(LayerParser):
+    type_name = "neuron"
+    keys = frozenset({"neuron"})
+    takes_neuron = False
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        layer["neuron"] = sec.convert("neuron", sec.get_str("neuron"), _canonical_neuron)
+        _copy_output(layer, inputs[0])
+
+
+@register_layer_parser
+class SoftmaxLayerParser(LayerParser):
+    type_name = "softmax"
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        _set_output(layer, outputs=inputs[0]["outputs"])
+
+
+class _EltwiseLayerParser(LayerParser):
+    max_inputs = None
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        sizes = [inp["outputs"] for inp in inputs]
+        if len(set(sizes)) != 1:
+            described = ", ".join(f"{inp['name']}: {inp['outputs']}" for inp in inputs)
+            raise sec.error("inputs", f"inputs must have the same number of outputs ({described})")
+        geometries = {(inp.get("outChannels"), inp.get("outSizeY"), inp.get("outSizeX")) for inp in inputs}
+        if len(geometries) == 1 and _is_spatial(inputs[0]):
+            _copy_output(layer, inputs[0])
+        else:
+            _set_output(layer, outputs=sizes[0])
+
+
+@register_layer_parser
+class EltwiseSumLayerParser(_EltwiseLayerParser):
+    type_name = "eltsum"
+    tunable_keys = frozenset({"coeffs"})
+
+    def apply_params(self, source, layer, layers_by_name):
+        count = len(layer["inputs"])
+
+        def coefficients(sec, key):
+            items = _split_top_level(sec.get_str(key))
+            if len(items) != count:
+                raise sec.error(key, f"has {len(items)} entries; expected {count} (one per input)")
+            return [sec.convert(key, item, _parse_float) for item in items]
+
+        coeffs = source.tunable("coeffs", coefficients, default=[1.0] * count)
+        if coeffs is not None:
+            layer["coeffs"] = coeffs
+
+
+@register_layer_parser
+class EltwiseMaxLayerParser(_EltwiseLayerParser):
+    type_name = "eltmax"
+    min_inputs = 2
+
+
+@register_layer_parser
+class ConcatLayerParser(LayerParser):
+    type_name = "concat"
+    max_inputs = None
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        _set_output(layer, outputs=sum(inp["outputs"] for inp in inputs))
+
+
+@register_layer_parser
+class DropoutLayerParser(LayerParser):
+    type_name = "dropout"
+    tunable_keys = frozenset({"keep"})
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        _copy_output(layer, inputs[0])
+
+    def apply_params(self, source, layer, layers_by_name):
+        keep = source.tunable("keep", _positive_float, maximum=1.0, default=0.5)
+        if keep is not None:
+            layer["keep"] = keep
+
+
+class _CostLayerParser(LayerParser):
+    """Costs: consumed by nobody, no neuron, coeff (default 1) from either file."""
+
+    tunable_keys = frozenset({"coeff"})
+    takes_neuron = False
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        self.check_inputs(sec, inputs)
+        layer["outputs"] = 0  # a cost produces no activations for other layers (as in cuda-convnet)
+
+    def check_inputs(self, sec, inputs):
+        """Type-specific checks of the inputs (default: none)."""
+
+    def apply_params(self, source, layer, layers_by_name):
+        coeff = source.tunable("coeff", _Section.get_float, default=1.0)
+        if coeff is not None:
+            layer["coeff"] = coeff
+
+
+def _check_probs(sec, probs):
+    if probs["type"] != "softmax":
+        raise sec.error("inputs", f"second input '{probs['name']}' must be a softmax layer, "
+                                  f"not {probs['type']}")
+
+
+@register_layer_parser
+class LogregCostParser(_CostLayerParser):
+    type_name = "cost.logreg"
+    tunable_keys = frozenset({"coeff", "topk"})
+    min_inputs = max_inputs = 2
+
+    def check_inputs(self, sec, inputs):
+        labels, probs = inputs
+        if labels["outputs"] != 1:
+            raise sec.error("inputs", f"first input '{labels['name']}' must be the labels (1 output), "
+                                      f"it has {labels['outputs']}")
+        _check_probs(sec, probs)
+
+    def apply_params(self, source, layer, layers_by_name):
+        super().apply_params(source, layer, layers_by_name)
+        classes = layers_by_name[layer["inputs"][1]]["outputs"]
+        topk = source.tunable("topk", _Section.get_int, default=1, minimum=1, maximum=classes)
+        if topk is not None:
+            layer["topk"] = topk
+
+
+@register_layer_parser
+class SumOfSquaresCostParser(_CostLayerParser):
+    type_name = "cost.sum2"
+
+
+@register_layer_parser
+class CrossEntropyCostParser(_CostLayerParser):
+    type_name = "cost.crossent"
+    min_inputs = max_inputs = 2
+
+    def check_inputs(self, sec, inputs):
+        labels, probs = inputs
+        _check_probs(sec, probs)
+        if labels["outputs"] != probs["outputs"]:
+            raise sec.error("inputs", f"labels '{labels['name']}' have {labels['outputs']} rows but "
+                                      f"'{probs['name']}' has {probs['outputs']} classes")
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------
+
+
+def _check_data_dims(data_dims):
+    """data_dims with plain ints: {index: rows} or {index: (channels, imgSizeY, imgSizeX)}."""
+    def positive(value):
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+    checked = {}
+    for index, dims in data_dims.items():
+        flat = positive(dims)
+        image = isinstance(dims, (tuple, list)) and len(dims) == 3 and all(positive(d) for d in dims)
+        if not isinstance(index, numbers.Integral) or not (flat or image):
+            raise ValueError(f"data_dims[{index!r}] = {dims!r}: expected (channels, imgSizeY, imgSizeX) "
+                             "or a positive int")
+        checked[int(index)] = int(dims) if flat else tuple(int(d) for d in dims)
+    return checked
+
+
+def _check_keys(sec, allowed, other_file_keys, other_file):
+    """Raises on the first key of sec that is not in allowed."""
+    lower = {k.lower(): k for k in allowed}
+    for key in sec.keys():
+        if key.lower() in lower:
+            continue
+        if key.lower() in {k.lower() for k in other_file_keys}:
+            raise sec.error(key, f"belongs in the {other_file}")
+        hint = difflib.get_close_matches(key.lower(), lower, n=1)
+        suggestion = f" (did you mean '{lower[hint[0]]}'?)" if hint else ""
+        raise sec.error(key, f"unknown key for this layer type{suggestion}; "
+                             f"known: {', '.join(sorted(allowed, key=str.lower))}")
+
+
+def _definition_entry(sec):
+    """Reads type, inputs, gpu and neuron of one definition section."""
+    if not _NAME_RE.fullmatch(sec.name):
+        raise sec.error(None, "layer names may only use letters, digits, '_', '.' and '-'")
+    type_name = sec.get_str("type")
+    if type_name not in LAYER_PARSERS:
+        raise sec.error("type", f"unknown layer type '{type_name}' (known: {', '.join(sorted(LAYER_PARSERS))})")
+    parser = LAYER_PARSERS[type_name]()
+    if not parser.takes_neuron and type_name != "neuron" and sec.has("neuron"):
+        raise sec.error("neuron", f"a {type_name} layer takes no neuron=")
+    _check_keys(sec, parser.definition_keys(), parser.learning_keys, "layer-params file")
+    inputs = []
+    if parser.max_inputs != 0:
+        inputs = [name.strip() for name in sec.get_str("inputs").split(",")]
+        for name in inputs:
+            if not _NAME_RE.fullmatch(name):
+                raise sec.error("inputs", f"'{name}' is not a layer name")
+            if inputs.count(name) > 1:
+                raise sec.error("inputs", f"'{name}' is listed twice")
+        if len(inputs) < parser.min_inputs or (parser.max_inputs is not None and len(inputs) > parser.max_inputs):
+            wanted = (f"exactly {parser.min_inputs}" if parser.min_inputs == parser.max_inputs
+                      else f"at least {parser.min_inputs}")
+            note = "; to feed several layers into a conv, concat them first" if type_name in ("conv", "local") else ""
+            raise sec.error("inputs", f"a {type_name} layer takes {wanted} input(s), got {len(inputs)}{note}")
+    layer = {"name": sec.name, "type": type_name, "inputs": inputs}
+    gpu = sec.get_int("gpu", None, minimum=0)
+    neuron = None
+    if parser.takes_neuron and sec.has("neuron"):
+        neuron = sec.convert("neuron", sec.get_str("neuron"), _canonical_neuron)
+    return parser, layer, gpu, neuron
+
+
+def _topological_order(names, inputs_of, sections):
+    """Kahn's algorithm, taking the earliest ready layer in file order; raises on a cycle."""
+    position = {name: i for i, name in enumerate(names)}
+    pending = {name: len(set(inputs_of[name])) for name in names}
+    consumers = {name: [] for name in names}
+    for name in names:
+        for source in set(inputs_of[name]):
+            consumers[source].append(name)
+    ready = sorted((n for n in names if pending[n] == 0), key=position.get)
+    order = []
+    while ready:
+        name = ready.pop(0)
+        order.append(name)
+        for consumer in consumers[name]:
+            pending[consumer] -= 1
+            if pending[consumer] == 0:
+                ready.append(consumer)
+        ready.sort(key=position.get)
+    if len(order) < len(names):
+        stuck = [n for n in names if n not in set(order)]
+        path, node = [], stuck[0]
+        while node not in path:
+            path.append(node)
+            node = next(i for i in inputs_of[node] if i in stuck)
+        cycle = path[path.index(node):] + [node]
+        sec = sections[cycle[0]]
+        raise sec.error("inputs", f"cycle: {' <- '.join(cycle)}")
+    return order
+
+
+def _resolve_weight_sources(layers_by_name, parsers, sections):
+    """Checks every weightSource (exists, same type and gpu, same shape) and rewrites it as the
+    owner of the matrix: "layer" (index 0) or "layer[index]"; fc keeps a list ("" = own)."""
+    shapes = {name: parsers[name].weight_shapes(layer, layers_by_name) for name, layer in layers_by_name.items()}
+    raw = {name: layer["weightSource"] for name, layer in layers_by_name.items() if "weightSource" in layer}
+
+    def owner(name, index, seen):
+        entry = raw.get(name, [None] * (index + 1))[index]
+        if entry is None:
+            return name, index
+        if (name, index) in seen:
+            raise sections[name].error("weightSource", f"circular weight sharing through {name}[{index}]")
+        return owner(*entry, seen | {(name, index)})
+
+    for name, sources in raw.items():
+        sec, layer = sections[name], layers_by_name[name]
+        resolved = []
+        for index, entry in enumerate(sources):
+            if entry is None:
+                resolved.append("")
+                continue
+            source_name, source_index = entry
+            if source_name not in layers_by_name:
+                raise sec.error("weightSource", f"no layer named '{source_name}'")
+            source = layers_by_name[source_name]
+            if source["type"] != layer["type"]:
+                raise sec.error("weightSource", f"'{source_name}' is a {source['type']} layer, not {layer['type']}")
+            if source["gpu"] != layer["gpu"]:
+                raise sec.error("weightSource", f"'{source_name}' runs on gpu {source['gpu']}, "
+                                                f"this layer on gpu {layer['gpu']}")
+            if source_index >= len(shapes[source_name]):
+                raise sec.error("weightSource", f"'{source_name}' has {len(shapes[source_name])} weight matrices; "
+                                                f"index {source_index} does not exist")
+            if (source_name, source_index) == (name, index):
+                raise sec.error("weightSource", f"matrix {index} cannot share with itself")
+            if shapes[source_name][source_index] != shapes[name][index]:
+                raise sec.error("weightSource", f"'{source_name}[{source_index}]' has shape "
+                                                f"{shapes[source_name][source_index]}, this layer needs "
+                                                f"{shapes[name][index]}")
+            owner_name, owner_index = owner(source_name, source_index, {(name, index)})
+            resolved.append(owner_name if owner_index == 0 else f"{owner_name}[{owner_index}]")
+        layer["weightSource"] = resolved if parsers[name].max_inputs is None else resolved[0]
+
+
+def _apply_params_file(params_path, layers, parsers, def_sections, resuming):
+    """Reads the layer-params file and applies it to every layer (in place)."""
+    sections = {sec.name: sec for sec in _read_ini(params_path)}
+    layers_by_name = {layer["name"]: layer for layer in layers}
+    for name, sec in sections.items():
+        if name not in layers_by_name:
+            raise sec.error(None, "no layer of this name in the layer definition")
+        parser = parsers[name]
+        definition_only = parser.definition_keys() - set(parser.tunable_keys) - {"type"}
+        _check_keys(sec, set(parser.tunable_keys) | set(parser.learning_keys), definition_only,
+                    "layer definition file")
+    for layer in layers:
+        name = layer["name"]
+        source = _ParamSource(params_path, name, sections.get(name), def_sections.get(name), resuming)
+        parsers[name].apply_params(source, layer, layers_by_name)
+
+
+def load_layers(layer_def_path, layer_params_path, data_dims):
+    """Parses both layer files into the resolved layer list of LAYERS_SPEC.md.
+
+    data_dims maps a dataIdx to (channels, imgSizeY, imgSizeX) or to an int (flat rows).
+    Raises ConfigError (a ValueError) naming file, section and key on any problem."""
+    data_dims = _check_data_dims(data_dims)
+    sections = _read_ini(layer_def_path)
+    if not sections:
+        raise ConfigError(layer_def_path, None, None, "defines no layers")
+    parsers, layers, gpus, sections_by_name, neurons = {}, {}, {}, {}, {}
+    for sec in sections:
+        parser, layer, gpu, neuron = _definition_entry(sec)
+        parsers[sec.name], layers[sec.name], gpus[sec.name], sections_by_name[sec.name] = parser, layer, gpu, sec
+        if neuron is not None:
+            neurons[sec.name] = neuron
+
+    for name, layer in layers.items():
+        for source in layer["inputs"]:
+            if source not in layers:
+                raise sections_by_name[name].error("inputs", f"no layer named '{source}'")
+            if layers[source]["type"].startswith("cost."):
+                raise sections_by_name[name].error("inputs", f"'{source}' is a cost layer; costs feed no layer")
+
+    # neuron= shorthand: X keeps its type, X_neuron applies the neuron, consumers of X read X_neuron.
+    names = []
+    owner_section = {}  # every layer -> the definition section its errors name
+    for sec in sections:
+        names.append(sec.name)
+        owner_section[sec.name] = sec
+        if sec.name not in neurons:
+            continue
+        neuron_name = f"{sec.name}_neuron"
+        if neuron_name in layers:
+            raise sec.error("neuron", f"the neuron layer it creates, '{neuron_name}', is already defined")
+        for layer in layers.values():
+            layer["inputs"] = [neuron_name if i == sec.name else i for i in layer["inputs"]]
+        layers[neuron_name] = {"name": neuron_name, "type": "neuron", "inputs": [sec.name]}
+        parsers[neuron_name] = NeuronLayerParser()
+        gpus[neuron_name] = None
+        owner_section[neuron_name] = _Section(sec.path, sec.name, [("neuron", neurons[sec.name])])
+        names.append(neuron_name)
+
+    order = _topological_order(names, {n: layers[n]["inputs"] for n in names}, owner_section)
+    consumed = {source for layer in layers.values() for source in layer["inputs"]}
+    for name in names:
+        if name not in consumed and not layers[name]["type"].startswith("cost."):
+            raise owner_section[name].error(None, f"layer '{name}' ({layers[name]['type']}) is not used by any "
+                                                  "layer; only cost layers may end the net")
+
+    resolved = []
+    for name in order:
+        layer = layers[name]
+        inputs = [layers[i] for i in layer["inputs"]]
+        layer["gpu"] = gpus[name] if gpus[name] is not None else (inputs[0]["gpu"] if inputs else 0)
+        parsers[name].resolve(owner_section[name], layer, inputs, data_dims)
+        resolved.append(layer)
+
+    _resolve_weight_sources(layers, parsers, owner_section)
+    _apply_params_file(layer_params_path, resolved, parsers,
+                       {sec.name: sec for sec in sections}, resuming=False)
+    return resolved
+
+
+def load_layer_params(layer_params_path, layers):
+    """Re-reads a layer-params file into an already resolved layer list (in place), as on
+    resume. Learning parameters must all be given again; tunable values (scale, pow, minDiv,
+    coeff, keep, coeffs, topk) the file omits keep their current values. Returns layers."""
+    parsers = {}
+    for layer in layers:
+        if layer["type"] not in LAYER_PARSERS:
+            raise ValueError(f"layer '{layer['name']}' has unknown type '{layer['type']}'")
+        parsers[layer["name"]] = LAYER_PARSERS[layer["type"]]()
+    _apply_params_file(layer_params_path, layers, parsers, {}, resuming=True)
+    return layers
+
+
+def weight_shapes(layer, layers):
+    """(rows, cols) of each weight matrix of a resolved layer ([] when it has none).
+    layers: the resolved list (or a dict name -> layer), needed for fc input sizes."""
+    by_name = layers if isinstance(layers, dict) else {entry["name"]: entry for entry in layers}
+    return LAYER_PARSERS[layer["type"]]().weight_shapes(layer, by_name)
+
+
+def bias_shape(layer):
+    """Length of the bias vector of a conv, local or fc layer (None for other types)."""
+    if layer["type"] == "fc":
+        return layer["outputs"]
+    if layer["type"] == "conv" and layer["sharedBiases"]:
+        return layer["filters"]
+    if layer["type"] in ("conv", "local"):
+        return layer["filters"] * layer["modulesY"] * layer["modulesX"]
+    return None

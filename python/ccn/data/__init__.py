@@ -1,0 +1,15 @@
+"""ccn.data: data providers for the trainer, with cuda-convnet's interface and layouts.
+
+    provider = get_provider("fashion-mnist", data_path=None, batch_range=None, test=False, seed=1)
+    epoch, batchnum, (data, labels) = provider.get_next_batch()
+    # data: float32 (channels*imgSizeY*imgSizeX, numCases), case index fastest, rows (C, H, W)
+    # labels: float32 (1, numCases), class indices
+
+Registered providers (PROVIDERS): fashion-mnist, cifar, cifar-cropped, dummy, images.
+"""
+from .base import (PROVIDERS, BackgroundLoader, CorruptDataError, DataProvider, MissingDataError,
+                   get_provider, parse_batch_range, register_provider)
+from . import cifar, dummy, fashion_mnist, images  # noqa: F401  (register the providers)
+
+__all__ = ["PROVIDERS", "BackgroundLoader", "CorruptDataError", "DataProvider", "MissingDataError",
+           "get_provider", "parse_batch_range", "register_provider"]

@@ -1,0 +1,51 @@
+"""Dummy provider: random images and labels of given sizes, for tests and benchmarks.
+
+Batch b holds batch_size cases: data standard-normal float32 (C*H*W, batch_size) in
+cuda-convnet's layout, labels uniform in 0..num_classes-1, both a function of (seed, b)
+only, so every epoch sees the same batch b. Batches 1..num_batches are the training
+range, batch num_batches+1 the test batch. No files are read (data_path is ignored).
+"""
+import numpy as np
+
+from .base import DataProvider, labels_row, register_provider
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+@register_provider("dummy")
+class DummyProvider(DataProvider):
+    """Random data; params: dims=(C, H, W), num_classes, batch_size, num_batches, seed."""
+
+    def __init__(self, data_path, batch_range, test=False, seed=0, dims=(3, 32, 32), num_classes=10,
+                 batch_size=128, num_batches=4):
+        try:
+            dims = tuple(dims)
+        except TypeError:
+            raise ValueError(f"dims must be (channels, imgSizeY, imgSizeX), got {dims!r}") from None
+        if len(dims) != 3:
+            raise ValueError(f"dims must be (channels, imgSizeY, imgSizeX), got {dims!r}")
+        self.data_dims = tuple(_positive_int("dims", d) for d in dims)
+        self.label_names = [f"class {k}" for k in range(_positive_int("num_classes", num_classes))]
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.num_batches = _positive_int("num_batches", num_batches)
+        super().__init__(data_path, batch_range, test, seed)
+
+    def valid_batches(self):
+        return range(1, self.num_batches + 2)
+
+    def default_batch_range(self, test):
+        return [self.num_batches + 1] if test else list(range(1, self.num_batches + 1))
+
+    def setup(self):
+        pass
+
+    def load_batch(self, epoch, batchnum):
+        rng = np.random.default_rng([self.seed, batchnum])
+        rows = int(np.prod(self.data_dims))
+        data = rng.standard_normal((rows, self.batch_size), dtype=np.float32)
+        labels = rng.integers(0, len(self.label_names), size=self.batch_size)
+        return [data, labels_row(labels)]

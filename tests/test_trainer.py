@@ -1,0 +1,173 @@
+"""convnet.py end to end on small CIFAR-format data: training, testing, multiview,
+resume, device splits, fine-tuning, NaN handling, gradient check and AlexNet passes."""
+import os
+
+import numpy as np
+import pytest
+
+from ccn import checkpoint
+from ccn.cli import convnet_main
+from trainer_fixtures import SMALL_NET, SMALL_PARAMS, write_cifar, write_net
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def cifar(tmp_path):
+    return write_cifar(str(tmp_path / "cifar"))
+
+
+def run(args):
+    code = convnet_main([str(a) for a in args])
+    assert code == 0, f"convnet.py {' '.join(map(str, args))} exited with {code}"
+
+
+def base_args(tmp_path, cifar, layers, params, provider="cifar", **extra):
+    args = [f"--layer-def={layers}", f"--layer-params={params}", f"--data-path={cifar}",
+            f"--data-provider={provider}", f"--save-path={tmp_path / 'runs'}", "--train-range=1-5",
+            "--test-range=6", "--mini=16", "--gpu=cpu", "--seed=3"]
+    return args + [f"--{k.replace('_', '-')}={v}" for k, v in extra.items()]
+
+
+def only_run_dir(tmp_path):
+    runs = sorted(os.listdir(tmp_path / "runs"))
+    assert len(runs) == 1
+    return str(tmp_path / "runs" / runs[0])
+
+
+def test_trains_tests_and_writes_checkpoint_and_metrics(tmp_path, cifar, capsys):
+    layers, params = write_net(tmp_path)
+    run(base_args(tmp_path, cifar, layers, params, epochs=4))
+    run_dir = only_run_dir(tmp_path)
+    state, path, _ = checkpoint.load(run_dir)
+    assert os.path.basename(path) == "4.5"
+    tests = state["test_outputs"]
+    assert len(tests) == 4
+    first, last = tests[0][2]["logprob"], tests[-1][2]["logprob"]
+    assert last[0] < first[0], "test cost did not go down"
+    csv_text = open(os.path.join(run_dir, "metrics.csv")).read()
+    assert csv_text.startswith("phase,epoch,batch,layer,cost") and "test,4,5,logprob" in csv_text
+    out = capsys.readouterr().out
+    assert "test:" in out and "logprob" in out
+    # test-only and multiview on the cropped provider
+    run(["-f", run_dir, "--test-only=1"])
+
+
+def test_cropped_provider_trains_and_multiview_tests(tmp_path, cifar, capsys):
+    layers, params = write_net(tmp_path)
+    run(base_args(tmp_path, cifar, layers, params, provider="cifar-cropped", epochs=2, inner_size=24))
+    run_dir = only_run_dir(tmp_path)
+    capsys.readouterr()
+    run(["-f", run_dir, "--test-only=1", "--multiview-test=1", "--logreg-name=logprob"])
+    out = capsys.readouterr().out
+    assert "logprob" in out and "cost" in out
+
+
+def final_params(run_dir):
+    state, _, _ = checkpoint.load(run_dir)
+    return state
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, cifar):
+    layers, params = write_net(tmp_path)
+    straight = tmp_path / "straight"
+    run(base_args(straight, cifar, layers, params, epochs=3))
+    split = tmp_path / "split"
+    run(base_args(split, cifar, layers, params, epochs=1))
+    run(["-f", only_run_dir(split), "--epochs=3"])
+    a, b = final_params(only_run_dir(straight)), final_params(only_run_dir(split))
+    assert (a["epoch"], a["batchnum"]) == (b["epoch"], b["batchnum"]) == (3, 5)
+    for name in a["params"]:
+        for key in ("weights", "weightsInc"):
+            for wa, wb in zip(a["params"][name][key], b["params"][name][key]):
+                np.testing.assert_array_equal(wa, wb, err_msg=f"{name}.{key} differs after resume")
+        np.testing.assert_array_equal(a["params"][name]["biases"], b["params"][name]["biases"])
+    assert a["test_outputs"][-1][2] == b["test_outputs"][-1][2]
+
+
+def test_split_devices_equal_one_device(tmp_path, cifar):
+    two_device_net = SMALL_NET.replace("[fc10]\ntype=fc", "[fc10]\ntype=fc\ngpu=1")
+    layers, params = write_net(tmp_path, net=two_device_net)
+    one = tmp_path / "one"
+    run(base_args(one, cifar, layers, params, epochs=1)[:-2] + ["--gpu=cpu,cpu", "--seed=3"])
+    layers1, params1 = write_net(tmp_path, name="single")
+    two = tmp_path / "two"
+    run(base_args(two, cifar, layers1, params1, epochs=1))
+    a, b = final_params(only_run_dir(one)), final_params(only_run_dir(two))
+    for name in a["params"]:
+        for wa, wb in zip(a["params"][name]["weights"], b["params"][name]["weights"]):
+            np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+
+
+def test_finetune_replaces_last_layer(tmp_path, cifar, capsys):
+    layers, params = write_net(tmp_path)
+    run(base_args(tmp_path, cifar, layers, params, epochs=1))
+    old = final_params(only_run_dir(tmp_path))
+    new_net = SMALL_NET.replace("outputs=10", "outputs=5")
+    new_layers, new_params = write_net(tmp_path, net=new_net, name="five")
+    capsys.readouterr()
+    ft = tmp_path / "ft"
+    run(base_args(ft, cifar, new_layers, new_params, epochs=1, max_batches=1)
+        + [f"--finetune={only_run_dir(tmp_path)}"])
+    out = capsys.readouterr().out
+    assert "conv1: weights loaded" in out and "fc10: re-initialised" in out
+    new = final_params(only_run_dir(ft))
+    assert new["params"]["fc10"]["weights"][0].shape[1] == 5
+    # conv1 started from the old weights: after one batch it is still close to them
+    delta = np.abs(new["params"]["conv1"]["weights"][0] - old["params"]["conv1"]["weights"][0]).max()
+    assert delta < 0.05
+
+
+def test_nan_stops_and_keeps_last_checkpoint(tmp_path, cifar, capsys):
+    layers, params = write_net(tmp_path)
+    run(base_args(tmp_path, cifar, layers, params, epochs=1))
+    run_dir = only_run_dir(tmp_path)
+    ckpt = checkpoint.resolve(run_dir)
+    before = open(ckpt, "rb").read()
+    huge = SMALL_PARAMS.replace("epsW=0.01", "epsW=1e12")
+    open(params, "w").write(huge)
+    code = convnet_main(["-f", run_dir, "--epochs=3"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "NaN or Inf" in err and "unchanged" in err
+    assert checkpoint.resolve(run_dir) == ckpt and open(ckpt, "rb").read() == before
+
+
+def test_check_grads_passes(tmp_path, cifar, capsys):
+    layers, params = write_net(tmp_path)
+    run(base_args(tmp_path, cifar, layers, params, check_grads=1))
+    out = capsys.readouterr().out
+    assert "PASS" in out and "FAIL" not in out
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+    bogus = tmp_path / "1.1"
+    bogus.write_bytes(b"not a pickle")
+    assert convnet_main(["-f", str(bogus)]) == 2
+    assert "not a convnet checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["alexnet", "alexnet-2gpu"])
+def test_alexnet_forward_backward_batch8(name):
+    from ccn import _core, config, weights
+    layers = config.load_layers(os.path.join(REPO, "layers", f"{name}.cfg"),
+                                os.path.join(REPO, "layers", f"{name}-params.cfg"),
+                                {0: (3, 224, 224), 1: 1})
+    devices = ["cpu"] * (1 + max(layer.get("gpu", 0) for layer in layers))
+    net = _core.Net(layers, devices, 0)
+    rng = np.random.default_rng(0)
+    by_name = {layer["name"]: layer for layer in layers}
+    for layer in layers:
+        if layer["type"] in weights.WEIGHT_TYPES:
+            net.set_params(layer["name"], weights.without_shared(weights.init_params(layer, by_name, rng)))
+    data_layer = next(layer for layer in layers if layer["type"] == "data" and layer["dataIdx"] == 0)
+    images = rng.standard_normal((data_layer["outputs"], 8)).astype(np.float32)
+    labels = rng.integers(0, 1000, (1, 8)).astype(np.float32)
+    net.fprop([images, labels], True)
+    costs = net.costs()
+    assert all(np.isfinite(v[0]) for v in costs.values())
+    # an untrained 1000-way classifier costs about log(1000) per case
+    assert abs(list(costs.values())[0][0] / 8 - np.log(1000)) < 1.0
+    net.bprop()
+    grads = net.get_grads(net.weight_layer_names()[0])
+    assert np.isfinite(grads["weights"][0]).all() and np.abs(grads["weights"][0]).max() > 0
