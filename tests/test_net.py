@@ -358,18 +358,21 @@ def test_gradients_costs(rng):
     assert check_gradients(layers, batch) == 6
 
 
-@pytest.mark.parametrize("placement", ["split", "split_softmax"])
+@pytest.mark.parametrize("placement", ["two_devices", "two_devices_unfused", "three_devices"])
 def test_gradients_across_devices(rng, placement):
-    """Activations copied forward and gradients summed back across logical devices."""
+    """Activations copied forward and gradients summed back across logical devices: conv1's
+    gradient comes from its own device and one or two others, fa's only from another."""
+    three = placement == "three_devices"
     d, lab = data("data", 0, chw=(2, 5, 5)), data("labels", 1, rows=1)
     c1 = conv("conv1", d, filters=4, size=3, padding=1)
     a = on(fc("fa", c1, 4), 1)
-    b = on(neuron("b", c1, "tanh[1.0,1.0]"), 1)
+    b = on(neuron("b", c1, "tanh[1.0,1.0]"), 2 if three else 1)
     fb = on(fc("fb", [b, c1], 4), 0)
     s = on(simple("sum", "eltsum", [a, fb]), 0)
-    sm = on(simple("probs", "softmax", s), 1 if placement == "split_softmax" else 0)
+    sm = on(simple("probs", "softmax", s), 1 if placement == "two_devices_unfused" else 0)
     layers = [d, lab, c1, a, b, fb, s, sm, on(logreg("logprob", lab, sm), 0), on(cost("sq", "cost.sum2", [b], 0.1), 1)]
-    assert check_gradients(layers, [images(rng, (2, 5, 5)), labels(rng, 4)], devices=("cpu", "cpu")) == 7
+    devices = ["cpu"] * (3 if three else 2)
+    assert check_gradients(layers, [images(rng, (2, 5, 5)), labels(rng, 4)], devices=devices) == 7
 
 
 # ---- the update rule -----------------------------------------------------------------------------
@@ -487,6 +490,17 @@ def test_cpu_runs_are_bit_for_bit_repeatable(rng, devices):
     assert n1.rng_counter == n2.rng_counter
 
 
+def test_buffers_are_reused_across_batches(rng):
+    batches = make_batches(rng, 2)
+    net = _core.Net(split_net([0, 1]), ["cpu", "cpu"], 4)
+    for _ in range(2):
+        net.train_step(batches[0])
+    in_use = _core.allocator_stats("cpu")["bytes_in_use"]
+    for _ in range(3):
+        net.train_step(batches[0])
+    assert _core.allocator_stats("cpu")["bytes_in_use"] == in_use
+
+
 def test_rng_counter_replays_dropout(rng):
     layers, batch = flat_net(rng, FLAT_MIDDLES["dropout"])
     net = _core.Net(layers, ["cpu"], 3)
@@ -584,6 +598,12 @@ def test_weight_source_errors(rng):
     fb = fc("fb", d, 5, weightSource=["fc9"])
     with pytest.raises(ValueError, match="weightSource 'fc9'"):
         _core.Net([d, fa, fb], ["cpu"], 0)
+    fa, fb = fc("fa", d, 5, weightSource=["fb"]), fc("fb", d, 5, weightSource=["fa"])
+    with pytest.raises(ValueError, match="cycle"):
+        _core.Net([d, fa, fb], ["cpu"], 0)
+    # a source later in the list is fine
+    net = _core.Net([d, fc("fa", d, 5, weightSource=["fb"]), fc("fb", d, 5)], ["cpu"], 0)
+    np.testing.assert_array_equal(net.get_params("fa")["weights"][0], net.get_params("fb")["weights"][0])
 
 
 def test_data_errors_name_the_data_index(rng):

@@ -3,6 +3,7 @@
 #include "net/net.h"
 
 #include <cmath>
+#include <functional>
 #include <map>
 
 #include "core/error.h"
@@ -125,53 +126,68 @@ void Net::createLayers(const std::vector<LayerConfig>& configs) {
 
 void Net::createWeights() {
   const uint64_t initKey = seed_ ^ 0x9E3779B97F4A7C15ull;  // a stream apart from dropout's
-  for (auto& owned : layers_) {
-    auto* wl = dynamic_cast<WeightLayer*>(owned.get());
-    if (!wl) continue;
+  std::vector<WeightLayer*> weightLayers;
+  size_t matrices = 0;
+  for (auto& layer : layers_)
+    if (auto* wl = dynamic_cast<WeightLayer*>(layer.get())) {
+      weightLayers.push_back(wl);
+      matrices += wl->numWeights();
+    }
+  // Every matrix without a weightSource gets its own store, and every layer its biases.
+  for (WeightLayer* wl : weightLayers) {
     Device dev = devices_[wl->device];
     for (size_t i = 0; i < wl->numWeights(); ++i) {
+      if (!wl->weightSource(i).empty()) continue;
       Shape shape = wl->weightShape(i);
-      WeightSlot& slot = wl->weights[i];
-      const std::string& source = wl->weightSource(i);
-      if (source.empty()) {
-        auto store = std::make_shared<WeightStore>();
-        store->owner = wl->name() + "[" + std::to_string(i) + "]";
-        uint64_t base = (static_cast<uint64_t>(wl->index) << 40) | (static_cast<uint64_t>(i) << 34);
-        store->weights = gaussianOnHost(shape, wl->initW(i), initKey, base).to(dev);
-        store->inc = filledOnHost(shape, 0.f).to(dev);
-        store->grad = filledOnHost(shape, 0.f).to(dev);
-        slot.store = store;
-        continue;
-      }
-      auto [srcName, srcIndex] = parseWeightSource(source, *wl);
-      WeightLayer* src = nullptr;
-      for (auto& candidate : layers_) {
-        if (candidate->name() != srcName) continue;
-        src = dynamic_cast<WeightLayer*>(candidate.get());
-        CCN_CHECK(src, "layer '", wl->name(), "': weightSource '", source, "' names a ", candidate->type(),
-                  " layer, which has no weights");
-        CCN_CHECK(src->index < wl->index || (src == wl && srcIndex < i), "layer '", wl->name(), "': weightSource '",
-                  source, "' must name a weight defined before this one");
-      }
-      CCN_CHECK(src, "layer '", wl->name(), "': weightSource '", source, "' names no layer");
-      CCN_CHECK(srcIndex < src->numWeights(), "layer '", wl->name(), "': weightSource '", source, "': layer '",
-                srcName, "' has only ", src->numWeights(), " weight matrix(es)");
-      CCN_CHECK(src->device == wl->device, "layer '", wl->name(), "': weightSource '", source,
-                "' is on logical device ", src->device, " but this layer is on ", wl->device,
-                " (weights cannot be shared across devices)");
-      Shape srcShape = src->weightShape(srcIndex);
-      CCN_CHECK(srcShape == shape, "layer '", wl->name(), "': weightSource '", source, "' has weights of shape ",
-                shape_str(srcShape), " but this layer needs ", shape_str(shape));
-      slot.store = src->weights[srcIndex].store;
-      slot.shared = true;
+      auto store = std::make_shared<WeightStore>();
+      store->owner = wl->name() + "[" + std::to_string(i) + "]";
+      uint64_t base = (static_cast<uint64_t>(wl->index) << 40) | (static_cast<uint64_t>(i) << 34);
+      store->weights = gaussianOnHost(shape, wl->initW(i), initKey, base).to(dev);
+      store->inc = filledOnHost(shape, 0.f).to(dev);
+      store->grad = filledOnHost(shape, 0.f).to(dev);
+      wl->weights[i].store = store;
     }
+    Shape bshape = wl->biasShape();
     auto bias = std::make_shared<WeightStore>();
     bias->owner = wl->name() + " biases";
-    Shape bshape = wl->biasShape();
     bias->weights = filledOnHost(bshape, wl->initB()).to(dev);
     bias->inc = filledOnHost(bshape, 0.f).to(dev);
     bias->grad = filledOnHost(bshape, 0.f).to(dev);
     wl->bias.store = bias;
+  }
+  // A shared matrix takes the store of its source, following chains of weightSource.
+  std::function<std::shared_ptr<WeightStore>(WeightLayer*, size_t, size_t)> resolve =
+      [&](WeightLayer* wl, size_t i, size_t depth) -> std::shared_ptr<WeightStore> {
+    WeightSlot& slot = wl->weights[i];
+    if (slot.store) return slot.store;
+    const std::string& source = wl->weightSource(i);
+    CCN_CHECK(depth <= matrices, "layer '", wl->name(), "': weightSource '", source,
+              "' is part of a cycle of shared weights");
+    auto [srcName, srcIndex] = parseWeightSource(source, *wl);
+    WeightLayer* src = nullptr;
+    for (auto& candidate : layers_) {
+      if (candidate->name() != srcName) continue;
+      src = dynamic_cast<WeightLayer*>(candidate.get());
+      CCN_CHECK(src, "layer '", wl->name(), "': weightSource '", source, "' names a ", candidate->type(),
+                " layer, which has no weights");
+    }
+    CCN_CHECK(src, "layer '", wl->name(), "': weightSource '", source, "' names no layer");
+    CCN_CHECK(srcIndex < src->numWeights(), "layer '", wl->name(), "': weightSource '", source, "': layer '",
+              srcName, "' has only ", src->numWeights(), " weight matrix(es)");
+    CCN_CHECK(src != wl || srcIndex != i, "layer '", wl->name(), "': weightSource '", source,
+              "' names the matrix itself");
+    CCN_CHECK(src->device == wl->device, "layer '", wl->name(), "': weightSource '", source,
+              "' is on logical device ", src->device, " but this layer is on ", wl->device,
+              " (weights cannot be shared across devices)");
+    Shape shape = wl->weightShape(i), srcShape = src->weightShape(srcIndex);
+    CCN_CHECK(srcShape == shape, "layer '", wl->name(), "': weightSource '", source, "' has weights of shape ",
+              shape_str(srcShape), " but this layer needs ", shape_str(shape));
+    slot.store = resolve(src, srcIndex, depth + 1);
+    slot.shared = true;
+    return slot.store;
+  };
+  for (WeightLayer* wl : weightLayers) {
+    for (size_t i = 0; i < wl->numWeights(); ++i) resolve(wl, i, 0);
     wl->applyConfiguredLearningParams();
   }
 }
