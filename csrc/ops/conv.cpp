@@ -1,0 +1,84 @@
+// Checked entry points of the conv family (convolution and locally-connected layers) and
+// ConvGeometry::outputSize. Layouts are described in ops/conv.h; every precondition a
+// backend relies on (geometry sanity, tensor shapes, one device) is checked here.
+#include "ops/conv.h"
+
+#include "ops/check.h"
+
+namespace ccn {
+
+int ConvGeometry::outputSize(int imgSize, int filterSize, int padding, int stride) {
+  ops::check_positive(imgSize, "imgSize");
+  ops::check_positive(filterSize, "filterSize");
+  ops::check_positive(stride, "stride");
+  CCN_CHECK(padding >= 0, "parameter 'padding' must be non-negative, got ", padding);
+  int64_t span = 2 * int64_t(padding) + imgSize - filterSize;
+  CCN_CHECK(span >= 0, "filterSize ", filterSize, " is larger than the padded image (", imgSize, " + 2 * ",
+            padding, ")");
+  return static_cast<int>(1 + (span + stride - 1) / stride);
+}
+
+namespace ops {
+namespace {
+
+void check_geometry(const ConvGeometry& g) {
+  check_positive(g.channels, "channels");
+  check_positive(g.imgSizeY, "imgSizeY");
+  check_positive(g.imgSizeX, "imgSizeX");
+  check_positive(g.filterSize, "filterSize");
+  check_positive(g.numFilters, "numFilters");
+  check_positive(g.stride, "stride");
+  check_positive(g.modulesY, "modulesY");
+  check_positive(g.modulesX, "modulesX");
+  check_positive(g.groups, "groups");
+  CCN_CHECK(g.padding >= 0, "parameter 'padding' must be non-negative, got ", g.padding);
+  CCN_CHECK(g.channels % g.groups == 0, "parameter 'groups' (", g.groups, ") must divide channels (", g.channels,
+            ")");
+  CCN_CHECK(g.numFilters % g.groups == 0, "parameter 'groups' (", g.groups, ") must divide numFilters (",
+            g.numFilters, ")");
+}
+
+// The batch size, read from the argument whose last dimension is the image index.
+int64_t num_images(const Tensor& t, const char* name) {
+  CCN_CHECK(t.ndim() >= 1 && t.cols() > 0, "argument '", name,
+            "' must hold at least one image (its last dimension), got shape ", shape_str(t.shape()));
+  return t.cols();
+}
+
+}  // namespace
+
+void filterActs(const Tensor& images, const Tensor& filters, Tensor& targets, const ConvGeometry& g,
+                float scaleTargets, float scaleOutput) {
+  Device d = common_device({{"images", &images}, {"filters", &filters}, {"targets", &targets}});
+  check_geometry(g);
+  int64_t n = num_images(images, "images");
+  check_matrix(images, "images", g.imageRows(), n);
+  check_matrix(filters, "filters", g.filterRows(), g.numFilters);
+  check_matrix(targets, "targets", g.hidRows(), n);
+  CCN_DISPATCH(d, filterActs, images, filters, targets, g, scaleTargets, scaleOutput);
+}
+
+void imgActs(const Tensor& hidActs, const Tensor& filters, Tensor& targets, const ConvGeometry& g,
+             float scaleTargets, float scaleOutput) {
+  Device d = common_device({{"hidActs", &hidActs}, {"filters", &filters}, {"targets", &targets}});
+  check_geometry(g);
+  int64_t n = num_images(hidActs, "hidActs");
+  check_matrix(hidActs, "hidActs", g.hidRows(), n);
+  check_matrix(filters, "filters", g.filterRows(), g.numFilters);
+  check_matrix(targets, "targets", g.imageRows(), n);
+  CCN_DISPATCH(d, imgActs, hidActs, filters, targets, g, scaleTargets, scaleOutput);
+}
+
+void weightActs(const Tensor& images, const Tensor& hidActs, Tensor& targets, const ConvGeometry& g,
+                float scaleTargets, float scaleOutput) {
+  Device d = common_device({{"images", &images}, {"hidActs", &hidActs}, {"targets", &targets}});
+  check_geometry(g);
+  int64_t n = num_images(images, "images");
+  check_matrix(images, "images", g.imageRows(), n);
+  check_matrix(hidActs, "hidActs", g.hidRows(), n);
+  check_matrix(targets, "targets", g.filterRows(), g.numFilters);
+  CCN_DISPATCH(d, weightActs, images, hidActs, targets, g, scaleTargets, scaleOutput);
+}
+
+}  // namespace ops
+}  // namespace ccn
