@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "cpu/scale.h"
 #include "ops/pool.h"
 
 namespace ccn::cpu {
@@ -17,18 +18,6 @@ namespace {
 // Rows per parallel_for chunk so that a chunk does at least ~16k element operations.
 int64_t rows_grain(int64_t workPerRow) {
   return std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, workPerRow));
-}
-
-// store_scaled (cpu/scale.h) over a row: targets[k] = scaleTargets * targets[k] +
-// scaleOutput * value(k), with the test of scaleTargets taken out of the loop so that
-// both loops vectorize; with scaleTargets == 0 the old targets are not read.
-template <class Value>
-void store_scaled_row(float* targets, int64_t count, float scaleTargets, float scaleOutput, const Value& value) {
-  if (scaleTargets == 0.f) {
-    for (int64_t k = 0; k < count; ++k) targets[k] = scaleOutput * value(k);
-  } else {
-    for (int64_t k = 0; k < count; ++k) targets[k] = scaleTargets * targets[k] + scaleOutput * value(k);
-  }
 }
 
 // floor(a / b) for b > 0 and a of either sign.

@@ -2,6 +2,8 @@
 // shapes and devices, then dispatch to the backend of the tensors' device.
 #include "ops/norm.h"
 
+#include <algorithm>
+
 #include <cmath>
 
 #include "ops/check.h"
@@ -14,6 +16,11 @@ void check_geometry(const NormGeometry& g) {
   check_positive(g.imgSizeY, "imgSizeY");
   check_positive(g.imgSizeX, "imgSizeX");
   check_positive(g.size, "size");
+  // A window wider than twice the largest extent covers everything anyway; the bound keeps
+  // window arithmetic far from int overflow.
+  const int64_t extent = std::max({g.channels, g.imgSizeY, g.imgSizeX});
+  CCN_CHECK(g.size <= 2 * extent + 1, "parameter 'size' (", g.size, ") is larger than 2 * ", extent,
+            " + 1 (twice the largest of channels, imgSizeY, imgSizeX)");
   // minDiv > 0 and addScale >= 0 keep every denominator positive, so d^(-powScale) is finite.
   CCN_CHECK(std::isnormal(g.minDiv) && g.minDiv > 0.f, "parameter 'minDiv' must be positive (and a normal float), got ",
             g.minDiv);

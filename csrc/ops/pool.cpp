@@ -2,6 +2,8 @@
 // shapes and devices, then dispatch to the backend of the tensors' device.
 #include "ops/pool.h"
 
+#include <algorithm>
+
 #include "ops/check.h"
 
 namespace ccn {
@@ -25,6 +27,9 @@ void check_windows(int extent, int size, int start, int stride, int outputs, con
                    const char* outputsName) {
   CCN_CHECK(start > -size, "parameter 'start' (", start, ") must be greater than -size (", -size,
             "): the first window would lie outside the input");
+  const int64_t padded = int64_t{extent} + 2 * int64_t{std::max(0, -start)};
+  CCN_CHECK(size <= padded, "window size ", size, " is larger than ", extentName, " (", extent,
+            ") plus the padding that start = ", start, " implies");
   int64_t lastStart = static_cast<int64_t>(start) + static_cast<int64_t>(outputs - 1) * stride;
   CCN_CHECK(lastStart < extent, "parameter '", outputsName, "' (", outputs, ") is too large: window ", outputs - 1,
             " starts at ", lastStart, ", outside ", extentName, " = ", extent);
