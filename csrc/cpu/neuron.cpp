@@ -1,5 +1,6 @@
 // CPU neurons: one pass over the elements, threaded over contiguous chunks.
 #include <cmath>
+#include <type_traits>
 
 #include "core/thread_pool.h"
 #include "cpu/scale.h"
@@ -8,8 +9,9 @@
 namespace ccn::cpu {
 namespace {
 
+template <NeuronType kType>
 inline float activate(float x, const Neuron& n) {
-  switch (n.type) {
+  switch (kType) {
     case NeuronType::Ident: return x;
     case NeuronType::Relu: return x > 0.f ? x : 0.f;
     case NeuronType::Logistic: return 1.f / (1.f + std::exp(-x));
@@ -27,8 +29,9 @@ inline float activate(float x, const Neuron& n) {
 }
 
 // f'(x), from the input x and the output y = f(x).
+template <NeuronType kType>
 inline float derivative(float x, float y, const Neuron& n) {
-  switch (n.type) {
+  switch (kType) {
     case NeuronType::Ident: return 1.f;
     case NeuronType::Relu: return x > 0.f ? 1.f : 0.f;
     case NeuronType::Logistic: return y * (1.f - y);
@@ -53,15 +56,38 @@ inline float derivative(float x, float y, const Neuron& n) {
 
 constexpr int64_t kGrain = 1 << 14;  // elements per chunk below which threading does not pay
 
+// Calls fn(std::integral_constant<NeuronType, T>) for the neuron's type, so that the loops
+// inside fn are compiled once per type with no switch per element.
+template <class Fn>
+void with_neuron_type(NeuronType type, Fn&& fn) {
+  using T = NeuronType;
+  switch (type) {
+    case T::Ident: return fn(std::integral_constant<T, T::Ident>{});
+    case T::Relu: return fn(std::integral_constant<T, T::Relu>{});
+    case T::Logistic: return fn(std::integral_constant<T, T::Logistic>{});
+    case T::Tanh: return fn(std::integral_constant<T, T::Tanh>{});
+    case T::Abs: return fn(std::integral_constant<T, T::Abs>{});
+    case T::Square: return fn(std::integral_constant<T, T::Square>{});
+    case T::Sqrt: return fn(std::integral_constant<T, T::Sqrt>{});
+    case T::SoftRelu: return fn(std::integral_constant<T, T::SoftRelu>{});
+    case T::BRelu: return fn(std::integral_constant<T, T::BRelu>{});
+    case T::Linear: return fn(std::integral_constant<T, T::Linear>{});
+    case T::AbsTanh: return fn(std::integral_constant<T, T::AbsTanh>{});
+  }
+}
+
 }  // namespace
 
 void neuronAct(const Tensor& inputs, Tensor& targets, const Neuron& neuron, float scaleTargets,
                float scaleOutput) {
   const float* x = inputs.data();
   float* t = targets.data();
-  parallel_for(inputs.numel(), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) store_scaled(t[i], activate(x[i], neuron), scaleTargets, scaleOutput);
-  }, kGrain);
+  with_neuron_type(neuron.type, [&](auto type) {
+    parallel_for(inputs.numel(), [&](int64_t begin, int64_t end) {
+      store_scaled_row(t + begin, end - begin, scaleTargets, scaleOutput,
+                       [&](int64_t k) { return activate<decltype(type)::value>(x[begin + k], neuron); });
+    }, kGrain);
+  });
 }
 
 void neuronGrad(const Tensor& outGrads, const Tensor& inputs, const Tensor& acts, Tensor& targets,
@@ -70,10 +96,14 @@ void neuronGrad(const Tensor& outGrads, const Tensor& inputs, const Tensor& acts
   const float* x = inputs.data();
   const float* y = acts.data();
   float* t = targets.data();
-  parallel_for(outGrads.numel(), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      store_scaled(t[i], g[i] * derivative(x[i], y[i], neuron), scaleTargets, scaleOutput);
-  }, kGrain);
+  with_neuron_type(neuron.type, [&](auto type) {
+    parallel_for(outGrads.numel(), [&](int64_t begin, int64_t end) {
+      store_scaled_row(t + begin, end - begin, scaleTargets, scaleOutput, [&](int64_t k) {
+        int64_t i = begin + k;
+        return g[i] * derivative<decltype(type)::value>(x[i], y[i], neuron);
+      });
+    }, kGrain);
+  });
 }
 
 }  // namespace ccn::cpu

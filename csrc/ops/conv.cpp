@@ -3,6 +3,8 @@
 // backend relies on (geometry sanity, tensor shapes, one device) is checked here.
 #include "ops/conv.h"
 
+#include <tuple>
+
 #include "ops/check.h"
 
 namespace ccn {
@@ -32,6 +34,16 @@ void check_geometry(const ConvGeometry& g) {
   check_positive(g.modulesX, "modulesX");
   check_positive(g.groups, "groups");
   CCN_CHECK(g.padding >= 0, "parameter 'padding' must be non-negative, got ", g.padding);
+  // The first module must see some of the image (this also keeps module offsets far from int overflow).
+  CCN_CHECK(g.padding < g.filterSize, "parameter 'padding' (", g.padding, ") must be smaller than filterSize (",
+            g.filterSize, "): the first module would see only padding");
+  // The last module must start inside the padded image.
+  for (auto [modules, imgSize, axis] : {std::tuple{g.modulesY, g.imgSizeY, "modulesY"}, std::tuple{g.modulesX, g.imgSizeX, "modulesX"}}) {
+    int64_t lastStart = int64_t{modules - 1} * g.stride - g.padding;
+    CCN_CHECK(lastStart < int64_t{imgSize} + g.padding, "parameter '", axis, "' (", modules,
+              ") is too large for stride ", g.stride, ": the last module starts at ", lastStart,
+              ", outside the padded image");
+  }
   CCN_CHECK(g.channels % g.groups == 0, "parameter 'groups' (", g.groups, ") must divide channels (", g.channels,
             ")");
   CCN_CHECK(g.numFilters % g.groups == 0, "parameter 'groups' (", g.groups, ") must divide numFilters (",
