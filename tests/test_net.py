@@ -124,21 +124,23 @@ def objective(net, layers, batch, counter):
     return -sum(coeffs[name] * values[0] for name, values in net.costs().items())
 
 
-def check_gradients(layers, batch, devices=("cpu",), rel_tol=2e-2):
-    """Every weight and bias gradient of the net against central differences of the objective."""
+def check_gradients(layers, batch, devices=("cpu",), rel_tol=1e-2, h=1e-3):
+    """Every weight and bias gradient of the net against central differences of the objective.
+
+    Entries where the one-sided differences disagree sit on a kink or a jump of the objective
+    (max pooling switching its winner, maxabs flipping sign) and are left out; they must be few."""
     net = _core.Net(layers, list(devices), 11)
     counter = 1234
-    objective(net, layers, batch, counter)
+    f0 = objective(net, layers, batch, counter)
     net.bprop()
     checked = 0
     for name in net.weight_layer_names():
         grads, params = net.get_grads(name), net.get_params(name)
         entries = [("weights", i) for i in range(len(params["weights"]))] + [("biases", None)]
         for key, idx in entries:
-            analytic = grads[key] if idx is None else grads[key][idx]
+            analytic = (grads[key] if idx is None else grads[key][idx]).reshape(-1)
             values = (params[key] if idx is None else params[key][idx]).astype(np.float64)
-            numeric = np.zeros_like(values)
-            h = 1e-2
+            numeric, smooth = np.zeros(values.size), np.zeros(values.size, bool)
             for flat in range(values.size):
                 old = values.flat[flat]
                 f = []
@@ -147,11 +149,16 @@ def check_gradients(layers, batch, devices=("cpu",), rel_tol=2e-2):
                     _set(net, name, key, idx, values)
                     f.append(objective(net, layers, batch, counter))
                 values.flat[flat] = old
-                numeric.flat[flat] = (f[0] - f[1]) / (2 * h)
+                forward, backward = (f[0] - f0) / h, (f0 - f[1]) / h
+                numeric[flat] = (forward + backward) / 2
+                smooth[flat] = abs(forward - backward) <= 0.2 * (abs(forward) + abs(backward)) + 1e-2
             _set(net, name, key, idx, values)
-            err = np.linalg.norm(numeric - analytic) / max(np.linalg.norm(numeric), 1e-6)
-            assert err < rel_tol, f"{name}.{key}[{idx}]: relative error {err:.3g}\n{numeric}\n{analytic}"
-            assert np.linalg.norm(numeric) > 1e-4, f"{name}.{key}[{idx}]: the gradient is ~0, the check proves nothing"
+            what = f"{name}.{key}" + ("" if idx is None else f"[{idx}]")
+            assert smooth.mean() >= 0.75, f"{what}: {np.sum(~smooth)} of {smooth.size} entries on kinks"
+            num, ana = numeric[smooth], analytic[smooth]
+            err = np.linalg.norm(num - ana) / max(np.linalg.norm(num), 1e-6)
+            assert err < rel_tol, f"{what}: relative error {err:.3g}\n{num}\n{ana}"
+            assert np.linalg.norm(num) > 1e-4, f"{what}: the gradient is ~0, the check proves nothing"
             checked += 1
     return checked
 
