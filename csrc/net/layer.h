@@ -113,8 +113,7 @@ class Layer {
 struct WeightStore {
   Tensor weights, inc, grad;
   float eps = 0.f, mom = 0.f, wc = 0.f;
-  int gradWriters = 0;  // layer inputs that write grad per bprop (set by the Net)
-  std::string owner;    // "layer" or "layer[i]", for messages
+  int gradWriters = 0;  // layers that write grad per bprop (set by the Net)
 };
 
 struct WeightSlot {

@@ -140,7 +140,6 @@ void Net::createWeights() {
       if (!wl->weightSource(i).empty()) continue;
       Shape shape = wl->weightShape(i);
       auto store = std::make_shared<WeightStore>();
-      store->owner = wl->name() + "[" + std::to_string(i) + "]";
       uint64_t base = (static_cast<uint64_t>(wl->index) << 40) | (static_cast<uint64_t>(i) << 34);
       store->weights = gaussianOnHost(shape, wl->initW(i), initKey, base).to(dev);
       store->inc = filledOnHost(shape, 0.f).to(dev);
@@ -149,7 +148,6 @@ void Net::createWeights() {
     }
     Shape bshape = wl->biasShape();
     auto bias = std::make_shared<WeightStore>();
-    bias->owner = wl->name() + " biases";
     bias->weights = filledOnHost(bshape, wl->initB()).to(dev);
     bias->inc = filledOnHost(bshape, 0.f).to(dev);
     bias->grad = filledOnHost(bshape, 0.f).to(dev);
@@ -224,26 +222,25 @@ void Net::planGradients() {
   std::vector<int> consumerCount(layers_.size(), 0);
   for (auto& layer : layers_)
     for (const LayerInput& in : layer->inputs) ++consumerCount[in.layer->index];
+  std::vector<bool> fusedSoftmax(layers_.size(), false);
   for (auto& layer : layers_) {
     auto* cost = dynamic_cast<CostLayer*>(layer.get());
     if (!cost || !cost->fusesWithSoftmax()) continue;
     Layer& probs = *cost->inputs[1].layer;
     if (probs.needsGrad && probs.device == cost->device && consumerCount[probs.index] == 1 &&
-        probs.attachFusedCost(cost))
+        probs.attachFusedCost(cost)) {
       cost->setFusedSoftmax();
+      fusedSoftmax[probs.index] = true;
+    }
   }
   // In reverse layer order (the order bprop runs on each device): who receives a gradient,
   // which inputs get one and with what scaleTargets (0 for the first writer of a buffer).
-  std::map<Layer*, bool> fused;
-  for (auto& layer : layers_)
-    if (auto* cost = dynamic_cast<CostLayer*>(layer.get()); cost && cost->fusedSoftmax())
-      fused[cost->inputs[1].layer] = true;
   std::vector<bool> sent(layers_.size(), false);  // some consumer sends to this layer
   remoteGradSenders_.assign(layers_.size(), {});
   sendsToOtherDevice_.assign(layers_.size(), false);
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
     Layer& layer = **it;
-    layer.receivesGrad = layer.isCost() || fused.count(&layer) || sent[layer.index];
+    layer.receivesGrad = layer.isCost() || fusedSoftmax[layer.index] || sent[layer.index];
     for (size_t j = 0; j < layer.inputs.size(); ++j) {
       LayerInput& in = layer.inputs[j];
       in.sendsGrad = layer.receivesGrad && layer.backpropagatesTo(static_cast<int>(j)) && in.layer->needsGrad;
