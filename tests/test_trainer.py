@@ -89,7 +89,7 @@ def test_split_devices_equal_one_device(tmp_path, cifar):
     two_device_net = SMALL_NET.replace("[fc10]\ntype=fc", "[fc10]\ntype=fc\ngpu=1")
     layers, params = write_net(tmp_path, net=two_device_net)
     one = tmp_path / "one"
-    run(base_args(one, cifar, layers, params, epochs=1)[:-2] + ["--gpu=cpu,cpu", "--seed=3"])
+    run([a for a in base_args(one, cifar, layers, params, epochs=1) if a != "--gpu=cpu"] + ["--gpu=cpu,cpu"])
     layers1, params1 = write_net(tmp_path, name="single")
     two = tmp_path / "two"
     run(base_args(two, cifar, layers1, params1, epochs=1))
@@ -103,16 +103,19 @@ def test_finetune_replaces_last_layer(tmp_path, cifar, capsys):
     layers, params = write_net(tmp_path)
     run(base_args(tmp_path, cifar, layers, params, epochs=1))
     old = final_params(only_run_dir(tmp_path))
-    new_net = SMALL_NET.replace("outputs=10", "outputs=5")
-    new_layers, new_params = write_net(tmp_path, net=new_net, name="five")
+    # a new hidden layer before fc10 changes fc10's input size: fc10 must be re-initialised
+    hidden = "[fc32]\ntype=fc\ninputs=pool1\noutputs=32\ninitW=0.01\nneuron=relu\n\n"
+    new_net = SMALL_NET.replace("[fc10]\ntype=fc\ninputs=pool1", hidden + "[fc10]\ntype=fc\ninputs=fc32")
+    new_params_text = SMALL_PARAMS + "\n[fc32]\nepsW=0.0001\nepsB=0.0002\nmomW=0.9\nmomB=0.9\nwc=0\n"
+    new_layers, new_params = write_net(tmp_path, net=new_net, params=new_params_text, name="deeper")
     capsys.readouterr()
     ft = tmp_path / "ft"
     run(base_args(ft, cifar, new_layers, new_params, epochs=1, max_batches=1)
         + [f"--finetune={only_run_dir(tmp_path)}"])
     out = capsys.readouterr().out
-    assert "conv1: weights loaded" in out and "fc10: re-initialised" in out
+    assert "conv1: weights loaded" in out and "fc10: re-initialised" in out and "fc32: re-initialised" in out
     new = final_params(only_run_dir(ft))
-    assert new["params"]["fc10"]["weights"][0].shape[1] == 5
+    assert new["params"]["fc10"]["weights"][0].shape == (32, 10)
     # conv1 started from the old weights: after one batch it is still close to them
     delta = np.abs(new["params"]["conv1"]["weights"][0] - old["params"]["conv1"]["weights"][0]).max()
     assert delta < 0.05
@@ -124,7 +127,7 @@ def test_nan_stops_and_keeps_last_checkpoint(tmp_path, cifar, capsys):
     run_dir = only_run_dir(tmp_path)
     ckpt = checkpoint.resolve(run_dir)
     before = open(ckpt, "rb").read()
-    huge = SMALL_PARAMS.replace("epsW=0.01", "epsW=1e12")
+    huge = SMALL_PARAMS.replace("epsW=0.0001", "epsW=1e12")
     open(params, "w").write(huge)
     code = convnet_main(["-f", run_dir, "--epochs=3"])
     err = capsys.readouterr().err

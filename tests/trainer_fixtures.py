@@ -21,7 +21,7 @@ filters=8
 filterSize=5
 padding=2
 stride=2
-initW=0.05
+initW=0.0001
 neuron=relu
 
 [pool1]
@@ -36,7 +36,7 @@ channels=8
 type=fc
 inputs=pool1
 outputs=10
-initW=0.05
+initW=0.01
 
 [probs]
 type=softmax
@@ -49,15 +49,15 @@ inputs=labels,probs
 
 SMALL_PARAMS = """
 [conv1]
-epsW=0.01
-epsB=0.02
+epsW=0.0001
+epsB=0.0002
 momW=0.9
 momB=0.9
 wc=0.0005
 
 [fc10]
-epsW=0.01
-epsB=0.02
+epsW=0.0001
+epsB=0.0002
 momW=0.9
 momB=0.9
 wc=0.0005

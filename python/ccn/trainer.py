@@ -189,13 +189,15 @@ class Trainer:
                     since_test = 0
                 if op["max_batches"] and self.batches_done >= op["max_batches"]:
                     break
+            if bar is not None:
+                bar.close()
+            if since_test:
+                self._test_and_save()
         finally:
             if bar is not None:
                 bar.close()
             dp.close()
             self.test_dp.close()
-        if since_test:
-            self._test_and_save()
         return self.run_dir
 
     def _train_batch(self, images, labels, epoch, batchnum):
@@ -344,10 +346,11 @@ class Trainer:
                 analytic = grads[key] if idx is None else grads[key][idx]
                 values = params[key] if idx is None else params[key][idx]
                 picks = rng.choice(values.size, size=min(entries, values.size), replace=False)
+                spread = float(np.abs(values).mean())
                 numeric, exact = [], []
                 for flat in picks:
                     old = values.flat[flat]
-                    h = 1e-2 * max(abs(old), 1e-1)
+                    h = 1e-2 * max(abs(old), spread, 1e-1 if key == "biases" else 1e-4)
                     vals = []
                     for delta in (h, -h):
                         values.flat[flat] = old + delta
