@@ -2,28 +2,26 @@
 // cuda-convnet's layouts (see ops/conv.h): images (channels, y, x, numImages),
 // hidActs (filters, modulesY, modulesX, numImages), filters (rows, numFilters).
 //
-// Convolution lowers to SGEMM (OpenBLAS, which threads itself) over a column matrix built
+// Convolution lowers to SGEMM (cpu/blas.h) over a column matrix built
 // in the same image-innermost layout:
 //   col[(channel, filterRow, filterCol), (moduleY, moduleX, image)]
 // so that per group  hidActs = filters^T * col,  colGrad = filters * hidActs  and
 // filterGrad = col * hidActs^T. The batch is cut into chunks of images so that the column
 // matrix (and, for a partial batch, a copy of hidActs) stays within a fixed workspace,
 // CCN_CPU_CONV_WORKSPACE bytes (default 64 MiB). Chunks are big on purpose: with the image
-// index innermost, im2col copies runs of `chunk` floats, and large GEMMs thread well; BLAS
-// is never called from inside a parallel_for (concurrent threaded BLAS calls thrash). The
+// index innermost, im2col copies runs of `chunk` floats, and large GEMMs thread well. The
 // chunks are visited in a fixed order whatever the thread count, so the filter gradient,
 // summed chunk after chunk, is bit-for-bit repeatable.
 //
 // Locally-connected layers (a filter bank per module) are direct loops, threaded over
 // modules or over image rows so that no two threads write the same output.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "cpu/blas.h"
 #include "cpu/scale.h"
 #include "ops/conv.h"
 
@@ -132,14 +130,6 @@ void pack_hid(const float* hidActs, const Dims& d, int64_t group, int64_t first,
       std::memcpy(hid + r * count, hidActs + (group * d.groupFilters * d.modules + r) * d.numImages + first,
                   sizeof(float) * count);
   }, grain_for(count));
-}
-
-// A row-major SGEMM  C = alpha * op(A) * op(B) + beta * C  (C is not read when beta is 0).
-void sgemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  scipy_cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c,
-                    blasint(ldc));
 }
 
 // An uninitialised float buffer from the CPU caching allocator.

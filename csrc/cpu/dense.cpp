@@ -1,12 +1,12 @@
 // CPU dense routines. gemm goes to OpenBLAS (row-major matrix views); the element-wise
 // routines are one threaded pass over contiguous chunks; biasGrad sums each row of the
 // (R, numel / R) gradient view on a single thread, left to right, so it is repeatable.
-#include <cblas.h>
 
 #include <algorithm>
 
 #include "core/philox.h"
 #include "core/thread_pool.h"
+#include "cpu/blas.h"
 #include "cpu/scale.h"
 #include "ops/dense.h"
 
@@ -27,15 +27,10 @@ void for_each_element(int64_t n, const Op& op) {
 
 void gemm(const Tensor& a, const Tensor& b, Tensor& c, bool transA, bool transB, float scaleTargets,
           float scaleOutput) {
-  const int m = static_cast<int>(c.rows()), n = static_cast<int>(c.cols());
-  const int k = static_cast<int>(transA ? a.rows() : a.cols());
-  if (m == 0 || n == 0) return;
-  // Leading dimensions are the stored row lengths; BLAS wants them >= 1 even for empty matrices.
-  const int lda = std::max<int>(1, static_cast<int>(a.cols()));
-  const int ldb = std::max<int>(1, static_cast<int>(b.cols()));
+  const int64_t k = transA ? a.rows() : a.cols();
   // With beta == 0 BLAS does not read C, so a NaN-filled target is overwritten cleanly.
-  scipy_cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, m, n,
-                    k, scaleOutput, a.data(), lda, b.data(), ldb, scaleTargets, c.data(), n);
+  sgemm(transA, transB, c.rows(), c.cols(), k, scaleOutput, a.data(), a.cols(), b.data(), b.cols(), scaleTargets,
+        c.data(), c.cols());
 }
 
 void addBias(const Tensor& bias, Tensor& targets, float scaleTargets, float scaleOutput) {
