@@ -86,7 +86,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, cifar):
 
 
 def test_split_devices_equal_one_device(tmp_path, cifar):
-    two_device_net = SMALL_NET.replace("[fc10]\ntype=fc", "[fc10]\ntype=fc\ngpu=1")
+    two_device_net = (SMALL_NET.replace("[fc10]\ntype=fc", "[fc10]\ntype=fc\ngpu=1")
+                      .replace("[logprob]\ntype=cost.logreg", "[logprob]\ntype=cost.logreg\ngpu=1"))
     layers, params = write_net(tmp_path, net=two_device_net)
     one = tmp_path / "one"
     run([a for a in base_args(one, cifar, layers, params, epochs=1) if a != "--gpu=cpu"] + ["--gpu=cpu,cpu"])
