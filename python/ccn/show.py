@@ -286,6 +286,8 @@ def plot_filters(plt, layer, layers, params, input_idx, channels, rgb, norm_each
         if channels is not None and channels > num_channels:
             raise ShowError(f"--channels: layer '{name}' has {num_channels}-channel filters, not {channels}")
         grey = channels or min(num_channels, DEFAULT_GREY_CHANNELS)
+        if grey > 1:
+            notes.append("each filter's channels side by side")
         if grey < num_channels:
             notes.append(f"channels 0-{grey - 1} of {num_channels}")
     stacked = np.stack([f[:shown] if colour else f[:shown, :grey] for _, f in panels])  # (panels, N, C, H, W)
@@ -297,22 +299,26 @@ def plot_filters(plt, layer, layers, params, input_idx, channels, rgb, norm_each
             tiles = filters.transpose(0, 2, 3, 1)  # (N, H, W, 3)
         else:  # each filter's channels side by side, 1 pixel apart
             tiles = np.stack([_mosaic(f, f.shape[0], gap=1) for f in filters])
-        mosaics.append((title, _mosaic(tiles, _square_columns(len(tiles), *tiles.shape[1:3]), gap=2)))
-    height = sum(m.shape[0] for _, m in mosaics)
-    width = mosaics[0][1].shape[1]
-    fig_w = 8.0
-    fig_h = min(30.0, max(2.5, fig_w * height / width + 0.5 * len(mosaics) + 0.6))
-    fig, axes = plt.subplots(len(mosaics), 1, figsize=(fig_w, fig_h), squeeze=False,
-                             gridspec_kw={"height_ratios": [m.shape[0] for _, m in mosaics]})
-    for ax, (title, mosaic) in zip(axes[:, 0], mosaics):
+        gap = 3 if not colour and grey > 1 else 2  # filters further apart than their channels
+        mosaics.append((title, _mosaic(tiles, _square_columns(len(tiles), *tiles.shape[1:3]), gap=gap)))
+    # panels (one per module of a local layer) in a near-square grid; each mosaic pixel drawn
+    # as a block of up to 12 screen pixels, the whole at most about 900x1400 pixels
+    panel_h, panel_w = mosaics[0][1].shape[:2]
+    pcols = _square_columns(len(mosaics), panel_h, panel_w)
+    prows = -(-len(mosaics) // pcols)
+    scale = min(12.0, 900.0 / (pcols * panel_w), 1400.0 / (prows * panel_h)) / DPI
+    title_h = 0.3 if len(mosaics) > 1 else 0.0
+    fig, axes = plt.subplots(prows, pcols, squeeze=False, layout="constrained",
+                             figsize=(max(4.0, pcols * panel_w * scale + 0.3),
+                                      max(2.0, prows * (panel_h * scale + title_h) + 0.6)))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (title, mosaic) in zip(axes.flat, mosaics):
         ax.imshow(mosaic, cmap=None if colour else "gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
         if title:
             ax.set_title(title, fontsize=9)
     kind = "colour" if colour else "grey"
     fig.suptitle(f"{name} filters ({layer['type']}, {kind}{'; ' + '; '.join(notes) if notes else ''})", fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -366,8 +372,8 @@ class _TestBatch:
         return acts
 
 
-def _image_axis(ax, image, title, colour="black"):
-    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+def _image_axis(ax, image, title, colour="black", cmap="gray"):
+    ax.imshow(image, cmap=cmap if image.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=8, color=colour)
@@ -443,13 +449,14 @@ def plot_maps(plt, batch, layers, name):
             maps = maps.reshape(1, side, side)
             note = f"{len(units)} units"
         lo, hi = np.nanmin(maps), np.nanmax(maps)
-        scaled = np.nan_to_num((maps - lo) / max(hi - lo, 1e-12), nan=1.0)
-        mosaics.append(_mosaic(scaled, _square_columns(len(scaled), *scaled.shape[1:]), gap=1))
+        scaled = (maps - lo) / max(hi - lo, 1e-12)
+        # NaN gaps and padding are drawn blank, apart from every activation value
+        mosaics.append(_mosaic(scaled, _square_columns(len(scaled), *scaled.shape[1:]), gap=1, background=np.nan))
     fig, axes = plt.subplots(len(cases), 2, figsize=(9, 3.2 * len(cases)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 2.5]})
     for row, (case, mosaic) in enumerate(zip(cases, mosaics)):
         _image_axis(axes[row, 0], batch.image(case), f"test case {case}: {batch.class_name(int(batch.labels[case]))}")
-        _image_axis(axes[row, 1], mosaic, f"{note}; one range per image")
+        _image_axis(axes[row, 1], mosaic, f"{note}; one range per image", cmap="viridis")
     fig.suptitle(f"{shown} activations", fontsize=10)
     fig.tight_layout()
     return fig
