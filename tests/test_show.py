@@ -4,6 +4,7 @@ exported weights are read back and compared with the checkpoint (safetensors thr
 reader written here from the format's description)."""
 import json
 import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -234,6 +235,7 @@ def test_shownet_script(trained, tmp_path):
     (["--show-cost=conv1"], "not a cost layer"),
     (["--show-preds=fc10"], "not a softmax layer"),
     (["--show-filters=fc10", "--input-idx=2"], "--input-idx"),
+    (["--show-cost=logprob", "--show-filters=conv1", "--no-rgb", "--channels=4"], "3-channel filters"),
     ([], "nothing to show"),
 ])
 def test_bad_requests_are_one_line_errors(trained, tmp_path, capsys, args, message):
@@ -268,7 +270,6 @@ def test_write_features(trained, tmp_path, capsys):
             feats[name] = f["data"]
             labels = f["labels"]
             assert str(f["layer"]) == name
-    import pickle
     with open(os.path.join(cifar, "test_batch"), "rb") as f:
         expected_labels = pickle.load(f)[b"labels"]
     np.testing.assert_array_equal(labels, expected_labels)

@@ -80,7 +80,7 @@ def build_parser():
 
 def shownet(args):
     """Draws every plot args asks for; prints and returns the paths of the PNG files."""
-    state, path, run_dir = checkpoint.load(args.load_file)
+    state, _, run_dir = checkpoint.load(args.load_file)
     layers = {layer["name"]: layer for layer in state["layers"]}
     _check_request(args, state, layers)
     out_dir = args.out or run_dir
@@ -158,8 +158,12 @@ def _check_request(args, state, layers):
         if not 0 <= args.input_idx < count:
             raise ShowError(f"--input-idx: layer '{layer['name']}' has {count} weight matrix(es) "
                             f"(indices 0..{count - 1}), not {args.input_idx}")
-        if args.channels is not None and args.channels < 1:
-            raise ShowError(f"--channels: must be >= 1, got {args.channels}")
+        available = _filter_channels(layer, layers, args.input_idx)
+        if args.channels is not None and available is None:
+            raise ShowError(f"--channels: layer '{layer['name']}' reads a flat input; it is drawn as a matrix")
+        if args.channels is not None and not 1 <= args.channels <= available:
+            raise ShowError(f"--channels: layer '{layer['name']}' has {available}-channel filters; "
+                            f"{args.channels} cannot be drawn")
     if args.show_preds:
         layer = _layer(layers, args.show_preds, "show-preds")
         if layer["type"] != "softmax":
@@ -241,6 +245,13 @@ def _normalise(filters, each):
     return (filters - lo) / np.maximum(hi - lo, 1e-12)
 
 
+def _filter_channels(layer, layers, input_idx):
+    """Channels of the layer's filters on input input_idx (None: an fc layer on a flat input)."""
+    if layer["type"] in ("conv", "local"):
+        return layer["filterChannels"]
+    return layers[layer["inputs"][input_idx]].get("outChannels")
+
+
 def _filter_images(layer, layers, weights, input_idx, rng):
     """[(panel title, filters (N, C, H, W))] of a weight layer's matrix input_idx, or None for an fc
     layer on a flat input; also a note on what was left out."""
@@ -283,8 +294,6 @@ def plot_filters(plt, layer, layers, params, input_idx, channels, rgb, norm_each
         notes.append(f"first {shown} of {total} filters")
     colour = rgb and num_channels == 3
     if not colour:
-        if channels is not None and channels > num_channels:
-            raise ShowError(f"--channels: layer '{name}' has {num_channels}-channel filters, not {channels}")
         grey = channels or min(num_channels, DEFAULT_GREY_CHANNELS)
         if grey > 1:
             notes.append("each filter's channels side by side")
