@@ -1,4 +1,5 @@
-"""Entry points of convnet.py (train / resume / test / check-grads / write-features)."""
+"""Entry points of convnet.py (train / resume / test / check-grads / write-features) and
+shownet.py (plots of a trained net)."""
 import sys
 
 from . import checkpoint, options
@@ -50,4 +51,17 @@ def convnet_main(argv=None):
         return 2
     except KeyboardInterrupt:
         print("convnet: interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+def shownet_main(argv=None):
+    """shownet.py: writes the plots ccn.show draws; 2 with a one-line error on a bad request."""
+    from . import show
+    try:
+        show.shownet(show.build_parser().parse_args(sys.argv[1:] if argv is None else argv))
+        return 0
+    except (ValueError, OSError, RuntimeError) as e:  # ShowError, CheckpointError, ConfigError among them
+        print(f"shownet: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
         return 130

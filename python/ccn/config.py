@@ -1122,3 +1122,12 @@ def bias_shape(layer):
     if layer["type"] in ("conv", "local"):
         return layer["filters"] * layer["modulesY"] * layer["modulesX"]
     return None
+
+
+def output_layer(layers_by_name, name):
+    """The layer holding `name`'s output as the layer file means it: `name`_neuron when the
+    layer has the neuron= shorthand (split off into its own layer, which consumers read)."""
+    neuron = layers_by_name.get(f"{name}_neuron")
+    if neuron is not None and neuron["type"] == "neuron" and neuron["inputs"] == [name]:
+        return neuron
+    return layers_by_name[name]

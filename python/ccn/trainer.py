@@ -267,7 +267,7 @@ class Trainer:
         if layer:
             raise TrainingError(f"NaN or Inf in layer '{layer}': not saving a checkpoint")
         state = {
-            "op": self.op,
+            "op": dict(self.op, finetune=None),  # a resumed fine-tuned run is an ordinary resume
             "layers": self.layers,
             "params": {name: self.net.get_params(name) for name in self.net.weight_layer_names()},
             "rng_counter": self.net.rng_counter,
@@ -306,6 +306,7 @@ class Trainer:
     def write_features(self, layer_name, path):
         if layer_name not in self.by_name:
             raise ValueError(f"--write-features: no layer named '{layer_name}'")
+        layer_name = config.output_layer(self.by_name, layer_name)["name"]
         os.makedirs(path, exist_ok=True)
         dp = self.test_dp
         written = []

@@ -1,0 +1,462 @@
+"""shownet.py: plots of a trained net from its checkpoint, as cuda-convnet's shownet drew them.
+
+Each plot is a PNG file (matplotlib, Agg backend, so no display is needed; ``--show`` also
+opens the figures in a window where a display exists):
+
+* ``--show-cost=<cost layer>``: the training and test curves of one value of that cost
+  layer (``--cost-idx``: 0 cost, 1 error, 2 top-k error) against epochs, from the
+  checkpoint's ``train_outputs`` / ``test_outputs`` lists of
+  ``(epoch, batchnum, {layer: [cost, error, topk error] averages}, cases)``.
+* ``--show-filters=<conv|local|fc layer>``: the layer's weights drawn as filters. Layouts
+  (DESIGN.md): conv ``(filterChannels*filterSize^2, filters)`` with rows ordered (channel,
+  row, col); local ``(modules*filterChannels*filterSize^2, filters)``, modules outermost
+  (a few random modules are drawn); fc ``(inputs, outputs)``, whose rows follow the input
+  layer's (channel, row, col) order when that input is an image. Three-channel filters are
+  drawn in colour, other channel counts (or ``--no-rgb``) as grey channels side by side.
+  An fc layer on a flat input is drawn as its weight matrix.
+* ``--show-preds=<softmax layer>``: test images, each beside a bar chart of its most
+  probable classes with the true class in red (``--only-errors``: misclassified ones only).
+* ``--show-maps=<layer>``: a layer's activation maps for a few test images (after its
+  neuron, when the layer file gives it one with ``neuron=``).
+
+The last two run the net on the first test batch through ``Trainer`` in test-only mode,
+so the checkpoint's options (data provider, data path, devices) apply; ``--data-path``,
+``--test-range``, ``--gpu`` and ``--layer-params`` override them.
+"""
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+
+from . import checkpoint, config, options
+from .weights import WEIGHT_TYPES
+
+COST_VALUES = ("cost", "error", "top-k error")
+MAX_FILTERS = 256          # filters drawn at most (an fc layer may have thousands of outputs)
+DEFAULT_GREY_CHANNELS = 16  # channels drawn per grey filter unless --channels says otherwise
+LOCAL_MODULES = 4          # random modules drawn for a local layer
+NUM_PREDS = 8              # test images in --show-preds
+TOP_CLASSES = 5            # bars per image in --show-preds
+NUM_MAP_IMAGES = 3         # test images in --show-maps
+MAX_MAPS = 64              # maps drawn per image
+SMOOTH_WINDOW = 5          # test points averaged by --smooth-test-errors
+DPI = 100
+
+
+class ShowError(ValueError):
+    """A request shownet cannot draw; the message names the option and the problem."""
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="shownet.py", description="Plots of a trained net from its checkpoint.")
+    a = p.add_argument
+
+    def flag(name, dest, text):
+        a(name, dest=dest, nargs="?", const=True, default=False, type=options._bool, help=text)
+
+    a("-f", dest="load_file", required=True, help="checkpoint file, or a run directory (its newest checkpoint)")
+    a("--out", dest="out", help="directory for the PNG files (default: the checkpoint's directory)")
+    flag("--show", "show", "also open the figures in a window (where a display exists)")
+    a("--show-cost", dest="show_cost", help="cost layer whose training and test curves to draw")
+    a("--cost-idx", dest="cost_idx", type=int, default=0, help="value of the cost layer: 0 cost, 1 error, 2 top-k error")
+    flag("--smooth-test-errors", "smooth_test_errors", f"average the test curve over {SMOOTH_WINDOW} test points")
+    a("--show-filters", dest="show_filters", help="conv, local or fc layer whose weights to draw")
+    a("--input-idx", dest="input_idx", type=int, default=0, help="which input's weights (layers with several inputs)")
+    a("--channels", dest="channels", type=int,
+      help=f"grey filters: channels drawn per filter (default: all, at most {DEFAULT_GREY_CHANNELS})")
+    flag("--no-rgb", "no_rgb", "draw 3-channel filters as grey channels side by side")
+    flag("--norm-filters", "norm_filters", "scale each filter to its own range (default: one range for all)")
+    a("--show-preds", dest="show_preds", help="softmax layer whose predictions on test images to draw")
+    flag("--only-errors", "only_errors", "--show-preds: misclassified images only")
+    a("--show-maps", dest="show_maps", help="layer whose activation maps on test images to draw")
+    a("--data-path", dest="data_path", help="data directory (default: the checkpoint's)")
+    a("--test-range", dest="test_range", type=options._range, help="test batches (default: the checkpoint's)")
+    a("--gpu", dest="gpu", type=options._devices, help="logical devices for running the net (default: the checkpoint's)")
+    a("--layer-params", dest="layer_params", help="layer-params file (default: the checkpoint's)")
+    return p
+
+
+def shownet(args):
+    """Draws every plot args asks for; prints and returns the paths of the PNG files."""
+    state, _, run_dir = checkpoint.load(args.load_file)
+    layers = {layer["name"]: layer for layer in state["layers"]}
+    _check_request(args, state, layers)
+    out_dir = args.out or run_dir
+    os.makedirs(out_dir, exist_ok=True)
+    plt = _pyplot(args.show)
+    written = []
+
+    def save(fig, name):
+        target = os.path.join(out_dir, name)
+        fig.savefig(target, dpi=DPI)
+        if not args.show:
+            plt.close(fig)
+        print(target, flush=True)
+        written.append(target)
+
+    if args.show_cost:
+        suffix = COST_VALUES[args.cost_idx].replace(" ", "-")
+        save(plot_cost(plt, state, args.show_cost, args.cost_idx, args.smooth_test_errors), f"{args.show_cost}-{suffix}.png")
+    if args.show_filters:
+        fig = plot_filters(plt, layers[args.show_filters], layers, state["params"][args.show_filters],
+                           args.input_idx, args.channels, not args.no_rgb, args.norm_filters)
+        suffix = f"-{args.input_idx}" if args.input_idx else ""
+        save(fig, f"{args.show_filters}-filters{suffix}.png")
+    if args.show_preds or args.show_maps:
+        with _TestBatch(state, run_dir, args) as batch:
+            if args.show_preds:
+                fig = plot_preds(plt, batch, layers[args.show_preds], args.only_errors)
+                if fig is not None:
+                    save(fig, f"{args.show_preds}-{'errors' if args.only_errors else 'preds'}.png")
+            if args.show_maps:
+                save(plot_maps(plt, batch, layers, args.show_maps), f"{args.show_maps}-maps.png")
+    if args.show:
+        plt.show()
+    return written
+
+
+def _pyplot(show):
+    """pyplot on the Agg backend, or on the default interactive one for --show with a display."""
+    import matplotlib
+    if show and not _has_display():
+        print("shownet: no display found; --show ignored, writing PNG files only", file=sys.stderr)
+        show = False
+    if not show:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _has_display():
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+# -- argument checks (all before any drawing, so a typo fails at once) ----------------------------
+def _layer(layers, name, option):
+    if name not in layers:
+        raise ShowError(f"--{option}: no layer named '{name}' (layers: {', '.join(layers)})")
+    return layers[name]
+
+
+def _check_request(args, state, layers):
+    if not (args.show_cost or args.show_filters or args.show_preds or args.show_maps):
+        raise ShowError("nothing to show: give --show-cost, --show-filters, --show-preds or --show-maps")
+    if args.show_cost:
+        layer = _layer(layers, args.show_cost, "show-cost")
+        if not layer["type"].startswith("cost."):
+            raise ShowError(f"--show-cost: layer '{layer['name']}' is a {layer['type']} layer, not a cost layer")
+        if not 0 <= args.cost_idx < len(COST_VALUES):
+            raise ShowError(f"--cost-idx: {args.cost_idx} is not 0 (cost), 1 (error) or 2 (top-k error)")
+    if args.show_filters:
+        layer = _layer(layers, args.show_filters, "show-filters")
+        if layer["type"] not in WEIGHT_TYPES:
+            raise ShowError(f"--show-filters: layer '{layer['name']}' is a {layer['type']} layer and has no "
+                            f"weights (give a conv, local or fc layer)")
+        count = len(state["params"][layer["name"]]["weights"])
+        if not 0 <= args.input_idx < count:
+            raise ShowError(f"--input-idx: layer '{layer['name']}' has {count} weight matrix(es) "
+                            f"(indices 0..{count - 1}), not {args.input_idx}")
+        available = _filter_channels(layer, layers, args.input_idx)
+        if args.channels is not None and available is None:
+            raise ShowError(f"--channels: layer '{layer['name']}' reads a flat input; it is drawn as a matrix")
+        if args.channels is not None and not 1 <= args.channels <= available:
+            raise ShowError(f"--channels: layer '{layer['name']}' has {available}-channel filters; "
+                            f"{args.channels} cannot be drawn")
+    if args.show_preds:
+        layer = _layer(layers, args.show_preds, "show-preds")
+        if layer["type"] != "softmax":
+            raise ShowError(f"--show-preds: layer '{layer['name']}' is a {layer['type']} layer, not a softmax layer")
+    if args.show_maps:
+        _layer(layers, args.show_maps, "show-maps")
+
+
+# -- cost curves -----------------------------------------------------------------------------------
+def _epoch_positions(train_outputs, train_range):
+    """(epoch, batchnum) -> x in epochs: the k-th batch of epoch e (k from 1) sits at e - 1 + k/B."""
+    per_epoch = len(train_range) if train_range else max(
+        (sum(1 for o in train_outputs if o[0] == e) for e in {o[0] for o in train_outputs}), default=1)
+    positions, seen = {}, {}
+    for epoch, batchnum, _, _ in train_outputs:
+        seen[epoch] = seen.get(epoch, 0) + 1
+        positions[(epoch, batchnum)] = epoch - 1 + seen[epoch] / per_epoch
+    return positions
+
+
+def _smooth(values, window):
+    """Moving average over the last `window` points (fewer at the start)."""
+    values = np.asarray(values, np.float64)
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    starts = np.maximum(np.arange(1, len(values) + 1) - window, 0)
+    return (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
+
+
+def plot_cost(plt, state, name, idx, smooth):
+    train = [o for o in state.get("train_outputs", []) if name in o[2]]
+    test = [o for o in state.get("test_outputs", []) if name in o[2]]
+    if not train and not test:
+        raise ShowError(f"--show-cost: the checkpoint records no outputs of '{name}'")
+    positions = _epoch_positions(state.get("train_outputs", []), state["op"].get("train_range"))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    label = COST_VALUES[idx]
+    if train:
+        ax.plot([positions[o[0], o[1]] for o in train], [o[2][name][idx] for o in train],
+                color="tab:blue", linewidth=0.8, alpha=0.8, label="train")
+    if test:
+        xs = [positions.get((o[0], o[1]), float(o[0])) for o in test]
+        ys = [o[2][name][idx] for o in test]
+        if smooth:
+            ax.plot(xs, ys, color="tab:red", linewidth=0.6, alpha=0.35)
+            ys = _smooth(ys, SMOOTH_WINDOW)
+        ax.plot(xs, ys, color="tab:red", marker="o", markersize=3, linewidth=1.5,
+                label="test (smoothed)" if smooth else "test")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.set_title(f"{name}: {label}")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# -- filters ---------------------------------------------------------------------------------------
+def _mosaic(tiles, ncols, gap, background=1.0):
+    """Tiles (N, h, w) or (N, h, w, 3) laid out row by row in ncols columns, gap pixels apart."""
+    n, h, w = tiles.shape[:3]
+    nrows = -(-n // ncols)
+    out = np.full((nrows * (h + gap) + gap, ncols * (w + gap) + gap) + tiles.shape[3:], background, np.float32)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, ncols)
+        out[gap + r * (h + gap):gap + r * (h + gap) + h, gap + c * (w + gap):gap + c * (w + gap) + w] = tile
+    return out
+
+
+def _square_columns(n, tile_h, tile_w):
+    """Columns that make n tiles of tile_h x tile_w pixels about as wide as tall."""
+    return int(min(n, max(1, round(math.sqrt(n * tile_h / tile_w)))))
+
+
+def _normalise(filters, each):
+    """Scales filters (N, ...) to [0, 1]: each on its own range, or all on one."""
+    axes = tuple(range(1, filters.ndim)) if each else None
+    lo = filters.min(axis=axes, keepdims=True)
+    hi = filters.max(axis=axes, keepdims=True)
+    return (filters - lo) / np.maximum(hi - lo, 1e-12)
+
+
+def _filter_channels(layer, layers, input_idx):
+    """Channels of the layer's filters on input input_idx (None: an fc layer on a flat input)."""
+    if layer["type"] in ("conv", "local"):
+        return layer["filterChannels"]
+    return layers[layer["inputs"][input_idx]].get("outChannels")
+
+
+def _filter_images(layer, layers, weights, input_idx, rng):
+    """[(panel title, filters (N, C, H, W))] of a weight layer's matrix input_idx, or None for an fc
+    layer on a flat input; also a note on what was left out."""
+    t = layer["type"]
+    if t in ("conv", "local"):
+        channels, size = layer["filterChannels"], layer["filterSize"]
+        if t == "conv":
+            return [("", weights.T.reshape(-1, channels, size, size))], ""
+        modules = layer["modulesY"] * layer["modulesX"]
+        per_module = weights.reshape(modules, channels * size * size, -1)
+        picks = np.sort(rng.choice(modules, size=min(LOCAL_MODULES, modules), replace=False))
+        return [(f"module ({m // layer['modulesX']}, {m % layer['modulesX']})",
+                 per_module[m].T.reshape(-1, channels, size, size)) for m in picks], \
+            f"{len(picks)} random modules of {modules}"
+    source = layers[layer["inputs"][input_idx]]
+    if "outChannels" not in source:
+        return None, ""
+    return [("", weights.T.reshape(-1, source["outChannels"], source["outSizeY"], source["outSizeX"]))], \
+        f"input '{source['name']}' as {source['outChannels']}x{source['outSizeY']}x{source['outSizeX']} images"
+
+
+def plot_filters(plt, layer, layers, params, input_idx, channels, rgb, norm_each):
+    weights = np.asarray(params["weights"][input_idx], np.float32)
+    rng = np.random.default_rng(0)
+    panels, note = _filter_images(layer, layers, weights, input_idx, rng)
+    name = layer["name"]
+    if panels is None:  # fc on a flat input: the matrix itself
+        fig, ax = plt.subplots(figsize=(8, 6))
+        image = ax.imshow(weights, aspect="auto", cmap="RdBu_r", interpolation="nearest")
+        fig.colorbar(image, ax=ax)
+        ax.set_xlabel("output")
+        ax.set_ylabel(f"input ({layer['inputs'][input_idx]})")
+        ax.set_title(f"{name}: weights {weights.shape[0]}x{weights.shape[1]}")
+        fig.tight_layout()
+        return fig
+    total, num_channels = panels[0][1].shape[0], panels[0][1].shape[1]
+    shown = min(total, MAX_FILTERS)
+    notes = [note] if note else []
+    if shown < total:
+        notes.append(f"first {shown} of {total} filters")
+    colour = rgb and num_channels == 3
+    if not colour:
+        grey = channels or min(num_channels, DEFAULT_GREY_CHANNELS)
+        if grey > 1:
+            notes.append("each filter's channels side by side")
+        if grey < num_channels:
+            notes.append(f"channels 0-{grey - 1} of {num_channels}")
+    stacked = np.stack([f[:shown] if colour else f[:shown, :grey] for _, f in panels])  # (panels, N, C, H, W)
+    flat = stacked.reshape(-1, *stacked.shape[2:])
+    scaled = _normalise(flat, norm_each).reshape(stacked.shape)
+    mosaics = []
+    for (title, _), filters in zip(panels, scaled):
+        if colour:
+            tiles = filters.transpose(0, 2, 3, 1)  # (N, H, W, 3)
+        else:  # each filter's channels side by side, 1 pixel apart
+            tiles = np.stack([_mosaic(f, f.shape[0], gap=1) for f in filters])
+        gap = 3 if not colour and grey > 1 else 2  # filters further apart than their channels
+        mosaics.append((title, _mosaic(tiles, _square_columns(len(tiles), *tiles.shape[1:3]), gap=gap)))
+    # panels (one per module of a local layer) in a near-square grid; each mosaic pixel drawn
+    # as a block of up to 12 screen pixels, the whole at most about 900x1400 pixels
+    panel_h, panel_w = mosaics[0][1].shape[:2]
+    pcols = _square_columns(len(mosaics), panel_h, panel_w)
+    prows = -(-len(mosaics) // pcols)
+    scale = min(12.0, 900.0 / (pcols * panel_w), 1400.0 / (prows * panel_h)) / DPI
+    title_h = 0.3 if len(mosaics) > 1 else 0.0
+    fig, axes = plt.subplots(prows, pcols, squeeze=False, layout="constrained",
+                             figsize=(max(4.0, pcols * panel_w * scale + 0.3),
+                                      max(2.0, prows * (panel_h * scale + title_h) + 0.6)))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (title, mosaic) in zip(axes.flat, mosaics):
+        ax.imshow(mosaic, cmap=None if colour else "gray", vmin=0, vmax=1, interpolation="nearest")
+        if title:
+            ax.set_title(title, fontsize=9)
+    kind = "colour" if colour else "grey"
+    fig.suptitle(f"{name} filters ({layer['type']}, {kind}{'; ' + '; '.join(notes) if notes else ''})", fontsize=10)
+    return fig
+
+
+# -- the net on test images ----------------------------------------------------------------------
+class _TestBatch:
+    """The net of a checkpoint (a test-only Trainer) and the first batch of its test range."""
+
+    def __init__(self, state, run_dir, args):
+        from .trainer import Trainer
+        given = {key: getattr(args, key) for key in ("data_path", "test_range", "gpu", "layer_params")
+                 if getattr(args, key) is not None}
+        # finetune=None: a fine-tuned run's options name its source, which must not be re-applied
+        op = options.merge(dict(given, test_only=True, multiview_test=False, finetune=None), state["op"])
+        self.trainer = Trainer(op, state, run_dir)
+        dp = self.trainer.test_dp
+        self.label_names = list(dp.label_names)
+        self.dims = dp.get_data_dims(0)
+        _, self.batchnum, (self.images, self.labels) = dp.get_next_batch()
+        self.labels = self.labels.reshape(-1).astype(np.int64)
+        self.rng = np.random.default_rng(op["seed"])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.trainer.test_dp.close()
+
+    def class_name(self, k):
+        return self.label_names[k] if k < len(self.label_names) else str(k)
+
+    def image(self, case):
+        """Test image `case` as (H, W) or (H, W, 3) in [0, 1] (scaled to its own range: the
+        provider has subtracted a mean image)."""
+        channels, h, w = self.dims
+        pixels = _normalise(self.images[:, case].reshape(1, channels, h, w), each=True)[0]
+        return pixels.transpose(1, 2, 0) if channels == 3 else pixels[0]
+
+    def acts(self, layer, cases):
+        """The layer's activations on the given test cases, (rows..., len(cases))."""
+        net, mini = self.trainer.net, self.trainer.op["mini"]
+        outs = []
+        for s in range(0, len(cases), mini):
+            chunk = cases[s:s + mini]
+            data = np.ascontiguousarray(self.images[:, chunk], np.float32)
+            labels = np.ascontiguousarray(self.labels[chunk].reshape(1, -1), np.float32)
+            net.fprop([data, labels], False)
+            outs.append(net.get_acts(layer["name"]).reshape(-1, len(chunk)))
+        acts = np.concatenate(outs, axis=1)
+        if "outChannels" in layer:
+            return acts.reshape(layer["outChannels"], layer["outSizeY"], layer["outSizeX"], len(cases))
+        return acts
+
+
+def _image_axis(ax, image, title, colour="black", cmap="gray"):
+    ax.imshow(image, cmap=cmap if image.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8, color=colour)
+
+
+def plot_preds(plt, batch, layer, only_errors):
+    """NUM_PREDS random test images (misclassified ones with only_errors), each with its top classes."""
+    order = batch.rng.permutation(len(batch.labels))
+    chosen, probs = [], []
+    step = max(batch.trainer.op["mini"], NUM_PREDS)
+    for s in range(0, len(order), step):  # run the net only on as many cases as needed
+        cases = order[s:s + step]
+        p = batch.acts(layer, cases)
+        keep = np.argmax(p, axis=0) != batch.labels[cases] if only_errors else np.ones(len(cases), bool)
+        chosen.extend(cases[keep])
+        probs.extend(p[:, keep].T)
+        if len(chosen) >= NUM_PREDS:
+            break
+    if not chosen:
+        print(f"shownet: --show-preds: no misclassified image in test batch {batch.batchnum}; nothing drawn")
+        return None
+    chosen, probs = chosen[:NUM_PREDS], probs[:NUM_PREDS]
+    pairs = min(4, len(chosen))
+    rows = -(-len(chosen) // pairs)
+    fig = plt.figure(figsize=(4.2 * pairs, 2.4 * rows))
+    grid = fig.add_gridspec(rows, 2 * pairs, width_ratios=[1, 1.4] * pairs, wspace=0.6, hspace=0.5)
+    for i, (case, p) in enumerate(zip(chosen, probs)):
+        r, c = divmod(i, pairs)
+        true = int(batch.labels[case])
+        top = np.argsort(-p, kind="stable")[:min(TOP_CLASSES, len(p))]
+        right = top[0] == true
+        _image_axis(fig.add_subplot(grid[r, 2 * c]), batch.image(case), f"true: {batch.class_name(true)}",
+                    "tab:green" if right else "tab:red")
+        ax = fig.add_subplot(grid[r, 2 * c + 1])
+        ypos = np.arange(len(top))[::-1]
+        ax.barh(ypos, p[top], color=["tab:red" if k == true else "tab:blue" for k in top])
+        ax.set_yticks(ypos)
+        ax.set_yticklabels([batch.class_name(k) for k in top], fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.tick_params(axis="x", labelsize=7)
+        if true not in top:
+            ax.set_title(f"true class p={p[true]:.3f}", fontsize=7, color="tab:red")
+    fig.suptitle(f"{layer['name']}: {'misclassified ' if only_errors else ''}test images of batch {batch.batchnum} "
+                 f"(true class in red)", fontsize=10)
+    return fig
+
+
+def plot_maps(plt, batch, layers, name):
+    """The layer's activation maps (one grey mosaic per image) beside NUM_MAP_IMAGES test images."""
+    layer = config.output_layer(layers, name)
+    shown = f"{name} (after {layer['neuron']})" if layer["name"] != name else name
+    cases = np.sort(batch.rng.choice(len(batch.labels), size=min(NUM_MAP_IMAGES, len(batch.labels)), replace=False))
+    acts = batch.acts(layer, cases)
+    mosaics = []
+    for i in range(len(cases)):
+        if acts.ndim == 4:
+            maps = acts[:MAX_MAPS, :, :, i]
+            note = f"{min(len(acts), MAX_MAPS)} of {len(acts)} maps, {acts.shape[1]}x{acts.shape[2]}"
+        else:  # a flat layer: its units in a near-square grid
+            units = acts[:, i]
+            side = math.ceil(math.sqrt(len(units)))
+            maps = np.full(side * side, np.nan, np.float32)
+            maps[:len(units)] = units
+            maps = maps.reshape(1, side, side)
+            note = f"{len(units)} units"
+        lo, hi = np.nanmin(maps), np.nanmax(maps)
+        scaled = (maps - lo) / max(hi - lo, 1e-12)
+        # NaN gaps and padding are drawn blank, apart from every activation value
+        mosaics.append(_mosaic(scaled, _square_columns(len(scaled), *scaled.shape[1:]), gap=1, background=np.nan))
+    fig, axes = plt.subplots(len(cases), 2, figsize=(9, 3.2 * len(cases)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 2.5]})
+    for row, (case, mosaic) in enumerate(zip(cases, mosaics)):
+        _image_axis(axes[row, 0], batch.image(case), f"test case {case}: {batch.class_name(int(batch.labels[case]))}")
+        _image_axis(axes[row, 1], mosaic, f"{note}; one range per image", cmap="viridis")
+    fig.suptitle(f"{shown} activations", fontsize=10)
+    fig.tight_layout()
+    return fig
