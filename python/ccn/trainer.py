@@ -257,7 +257,8 @@ class Trainer:
 
     def _test_and_save(self):
         totals = self.test(one_batch=self.op["test_one"])
-        print(f"{self.epoch}.{self.batchnum} test:  {totals.describe()}", flush=True)
+        from tqdm import tqdm
+        tqdm.write(f"{self.epoch}.{self.batchnum} test:  {totals.describe()}", file=sys.stdout)  # keeps a bar intact
         self.test_outputs.append((self.epoch, self.batchnum, totals.averages(), totals.cases))
         self._log_metrics("test", self.epoch, self.batchnum, totals, 0.0)
         self.save()
