@@ -23,6 +23,11 @@ inline void check_grid_yz(int64_t blocks, const char* what) {
             " thread blocks in a grid dimension limited to 65535");
 }
 
+// A scratch buffer of at least `count` floats on `device`, owned by the calling host thread
+// and the current stream: kernels that use it are ordered on that stream, so it can be
+// reused by the next routine without waiting. Valid until the next call from this thread.
+float* workspace(const Device& device, int64_t count);
+
 inline int ceil_div_host(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
 // Floor and ceiling of a / b for b > 0 and any sign of a (C++ division truncates).
