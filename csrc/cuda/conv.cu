@@ -63,14 +63,14 @@ ConvParams conv_params(const ConvGeometry& g, int numImages) {
 
 // Element offset of images[channel, y, x, 0] for filter row k (within a module) of module
 // (my, mx) of the group starting at channel `channel0`, or -1 where the row's pixel lies in
-// the padding (or k is past the last row).
-__device__ __forceinline__ int64_t patch_offset(const ConvParams& p, int k, int channel0, int my, int mx) {
+// the padding (or k is past the last row). Images have fewer than 2^31 elements (checked).
+__device__ __forceinline__ int patch_offset(const ConvParams& p, int k, int channel0, int my, int mx) {
   if (k >= p.filterRowsPerModule) return -1;
   int c = k / p.filterPixels, pixel = k % p.filterPixels;
   int y = my * p.stride - p.padding + pixel / p.filterSize;
   int x = mx * p.stride - p.padding + pixel % p.filterSize;
   if (y < 0 || y >= p.imgSizeY || x < 0 || x >= p.imgSizeX) return -1;
-  return ((int64_t(channel0 + c) * p.imgSizeY + y) * p.imgSizeX + x) * p.numImages;
+  return ((channel0 + c) * p.imgSizeY + y) * p.imgSizeX * p.numImages + x * p.numImages;
 }
 
 // ---- filterActs ------------------------------------------------------------------------
@@ -101,7 +101,7 @@ filter_acts_kernel(const float* images, const float* filters, float* targets, Co
   for (int k0 = 0; k0 < K; k0 += kFaChunk) {
     for (int e = tid; e < kFaChunk * kImages; e += kThreadsPerBlock) {
       int kk = e / kImages, nn = e % kImages, n = image0 + nn;
-      int64_t offset = patch_offset(p, k0 + kk, channel0, my, mx);
+      int offset = patch_offset(p, k0 + kk, channel0, my, mx);
       patch[kk][nn] = offset >= 0 && n < p.numImages ? images[offset + n] : 0.f;
     }
     for (int e = tid; e < kFaChunk * kFilters; e += kThreadsPerBlock) {
@@ -224,8 +224,10 @@ constexpr int kWaThreads = 16, kWaRowsPerThread = 4, kWaRows = kWaThreads * kWaR
 // Sums over modules [moduleBegin, moduleEnd) (chunk blockIdx.x / rowTiles of `modulesPerChunk`
 // for conv, the single module blockIdx.x / rowTiles for local). With `partials` the block
 // writes its unscaled sum to partials[chunk]; without, it stores into targets.
+// (At least 2 resident blocks: leaves room for up to 128 registers, so the accumulators and
+// patch offsets do not spill.)
 template <int FPT>
-__global__ void __launch_bounds__(kWaThreads * kWaThreads)
+__global__ void __launch_bounds__(kWaThreads * kWaThreads, 2)
 weight_acts_kernel(const float* images, const float* hidActs, float* targets, float* partials, ConvParams p,
                    int rowTiles, int filterTilesPerGroup, int modulesPerChunk, float sT, float sO) {
   constexpr int kFilters = kWaThreads * FPT, kThreadsPerBlock = kWaThreads * kWaThreads;
@@ -252,7 +254,7 @@ weight_acts_kernel(const float* images, const float* hidActs, float* targets, fl
   float acc[kWaRowsPerThread][FPT] = {};
   for (int module = moduleBegin; module < moduleEnd; ++module) {
     const int my = module / p.modulesX, mx = module % p.modulesX;
-    int64_t offsets[kPatchLoads];
+    int offsets[kPatchLoads];
 #pragma unroll
     for (int r = 0; r < kPatchLoads; ++r) offsets[r] = patch_offset(p, row0 + loadRow + r * kRowStride, channel0, my, mx);
     for (int n0 = 0; n0 < p.numImages; n0 += kWaImages) {
