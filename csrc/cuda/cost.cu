@@ -9,8 +9,8 @@
 // Launch: kThreads per block; the per-case kernels give one thread per case (consecutive
 // threads read consecutive cases: coalesced), the element-wise ones a grid-stride loop.
 // Preconditions (checked by ops::): shapes agree, one device, contiguous, topK >= 1.
-// Checked here: logregCost's labels are integers in [0, numClasses) (the kernel flags the
-// first bad case; the host raises ValueError naming 'labels').
+// Checked here: logreg labels are integers in [0, numClasses) (the kernels flag the first
+// bad case; the host reads the flag back and raises ValueError naming 'labels').
 #include <algorithm>
 #include <vector>
 
@@ -43,6 +43,10 @@ __device__ double block_min(double v, double* scratch) {
   double result = scratch[0];
   __syncthreads();
   return result;
+}
+
+__device__ __forceinline__ bool is_class_index(float label, int numClasses) {
+  return label >= 0.f && label < float(numClasses) && label == floorf(label);
 }
 
 // Per-block results of the cost kernels: cost, error, top-k error, first bad case (or
@@ -84,7 +88,7 @@ logreg_cost_kernel(const float* labels, const float* probs, int numClasses, int 
   double cost = 0, error = 0, errorTopK = 0, badCase = kNoBadCase;
   if (n < numCases) {
     float label = labels[n];
-    if (label >= 0.f && label < float(numClasses) && label == floorf(label)) {
+    if (is_class_index(label, numClasses)) {
       int l = int(label);
       float p = probs[int64_t(l) * numCases + n];
       int rivals = 0;  // classes other than the label scoring at least as high: ties count against it
@@ -135,9 +139,13 @@ cross_ent_cost_kernel(const float* labels, const float* probs, int numClasses, i
   }
 }
 
+// Also flags the first case whose label is not a class index in *badCase (kept at its
+// initial value when there is none).
 __global__ void logreg_grad_kernel(const float* labels, const float* probs, float* targets, int64_t total,
-                                   int numCases, float coeff, bool withSoftmax, float sT, float sO) {
+                                   int numClasses, int numCases, float coeff, bool withSoftmax, int* badCase,
+                                   float sT, float sO) {
   CCN_GRID_STRIDE_LOOP(i, total) {
+    if (i < numCases && !is_class_index(labels[i], numClasses)) atomicMin(badCase, int(i));
     float isLabel = float(i / numCases) == labels[i % numCases] ? 1.f : 0.f;
     float grad = withSoftmax ? isLabel - probs[i] : isLabel / probs[i];
     store_scaled(targets[i], coeff * grad, sT, sO);
@@ -198,6 +206,32 @@ void check_case_count(int64_t numCases, int64_t total) {
             " elements exceed the kernels' 32-bit class and case counts");
 }
 
+void raise_bad_label(int64_t badCase, const Tensor& labels, int64_t numClasses) {
+  float label = 0.f;
+  copy_bytes(&label, Device::cpu(), labels.data() + badCase, labels.device(), sizeof(float));
+  CCN_CHECK(false, "argument 'labels': case ", badCase, " has label ", label,
+            ", expected an integer class index in [0, ", numClasses, ")");
+}
+
+void logreg_grad(const Tensor& labels, const Tensor& probs, Tensor& targets, float coeff, bool withSoftmax,
+                 float scaleTargets, float scaleOutput) {
+  int64_t total = probs.numel();
+  if (total == 0) return;
+  check_case_count(probs.cols(), total);
+  set_device(targets);
+  constexpr int kNoBadLabel = 0x7f7f7f7f;  // every byte 0x7f: set by one memset
+  Tensor flag = Tensor::empty({1}, probs.device());
+  int* badCase = reinterpret_cast<int*>(flag.data());
+  CCN_CUDA_CHECK(cudaMemsetAsync(badCase, 0x7f, sizeof(int), stream()));
+  logreg_grad_kernel<<<blocks_for(total, kThreads), kThreads, 0, stream()>>>(
+      labels.data(), probs.data(), targets.data(), total, int(probs.rows()), int(probs.cols()), coeff, withSoftmax,
+      badCase, scaleTargets, scaleOutput);
+  CCN_CUDA_CHECK_LAUNCH("logreg_grad_kernel");
+  int firstBad = 0;
+  copy_bytes(&firstBad, Device::cpu(), badCase, probs.device(), sizeof(int));
+  if (firstBad != kNoBadLabel) raise_bad_label(firstBad, labels, probs.rows());
+}
+
 }  // namespace
 
 void softmax(const Tensor& inputs, Tensor& targets, float scaleTargets, float scaleOutput) {
@@ -234,35 +268,19 @@ CostResult logregCost(const Tensor& labels, const Tensor& probs, int topK) {
   std::vector<double> results = buffer.to_host();
   for (int b = 0; b < blocks; ++b) {
     double badCase = results[size_t(b) * kCostFields + 3];
-    if (badCase == kNoBadCase) continue;
-    float label = 0.f;
-    copy_bytes(&label, Device::cpu(), labels.data() + int64_t(badCase), labels.device(), sizeof(float));
-    CCN_CHECK(false, "argument 'labels': case ", int64_t(badCase), " has label ", label,
-              ", expected an integer class index in [0, ", numClasses, ")");
+    if (badCase != kNoBadCase) raise_bad_label(int64_t(badCase), labels, numClasses);
   }
   return sum_cost_blocks(results);
 }
 
 void logregGrad(const Tensor& labels, const Tensor& probs, Tensor& targets, float coeff, float scaleTargets,
                 float scaleOutput) {
-  int64_t total = probs.numel();
-  if (total == 0) return;
-  set_device(targets);
-  logreg_grad_kernel<<<blocks_for(total, kThreads), kThreads, 0, stream()>>>(
-      labels.data(), probs.data(), targets.data(), total, int(probs.cols()), coeff, false, scaleTargets,
-      scaleOutput);
-  CCN_CUDA_CHECK_LAUNCH("logreg_grad_kernel");
+  logreg_grad(labels, probs, targets, coeff, false, scaleTargets, scaleOutput);
 }
 
 void softmaxLogregGrad(const Tensor& labels, const Tensor& probs, Tensor& targets, float coeff,
                        float scaleTargets, float scaleOutput) {
-  int64_t total = probs.numel();
-  if (total == 0) return;
-  set_device(targets);
-  logreg_grad_kernel<<<blocks_for(total, kThreads), kThreads, 0, stream()>>>(
-      labels.data(), probs.data(), targets.data(), total, int(probs.cols()), coeff, true, scaleTargets,
-      scaleOutput);
-  CCN_CUDA_CHECK_LAUNCH("logreg_grad_kernel");
+  logreg_grad(labels, probs, targets, coeff, true, scaleTargets, scaleOutput);
 }
 
 CostResult crossEntCost(const Tensor& labels, const Tensor& probs) {
