@@ -85,6 +85,7 @@ filter_acts_kernel(const float* images, const float* filters, float* targets, Co
   constexpr int kThreadsPerBlock = kFaThreadsX * kFaThreadsY;
   __shared__ float patch[kFaChunk][kImages];
   __shared__ float weights[kFaChunk][kFilters];
+  __shared__ int rowOffsets[kFaChunk];  // patch_offset of the chunk's rows, computed once per chunk
 
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kFaThreadsX + tx;
   const int module = blockIdx.x / imageTiles, image0 = blockIdx.x % imageTiles * kImages;
@@ -99,9 +100,11 @@ filter_acts_kernel(const float* images, const float* filters, float* targets, Co
 
   float acc[FPT][IPT] = {};
   for (int k0 = 0; k0 < K; k0 += kFaChunk) {
+    if (tid < kFaChunk) rowOffsets[tid] = patch_offset(p, k0 + tid, channel0, my, mx);
+    __syncthreads();
     for (int e = tid; e < kFaChunk * kImages; e += kThreadsPerBlock) {
       int kk = e / kImages, nn = e % kImages, n = image0 + nn;
-      int offset = patch_offset(p, k0 + kk, channel0, my, mx);
+      int offset = rowOffsets[kk];
       patch[kk][nn] = offset >= 0 && n < p.numImages ? images[offset + n] : 0.f;
     }
     for (int e = tid; e < kFaChunk * kFilters; e += kThreadsPerBlock) {

@@ -34,6 +34,22 @@ inline int ceil_div_host(int64_t a, int64_t b) { return static_cast<int>((a + b 
 __device__ __forceinline__ int floor_div(int a, int b) { return a >= 0 ? a / b : -((b - 1 - a) / b); }
 __device__ __forceinline__ int ceil_div(int a, int b) { return -floor_div(-a, b); }
 
+// Coordinates of element i of a (channels, sizeY, sizeX, numImages) tensor, in 32-bit
+// arithmetic (64-bit division is several times slower on the GPU).
+struct Coords {
+  int c, y, x, n;
+};
+__device__ __forceinline__ Coords unravel(int i, int sizeY, int sizeX, int numImages) {
+  Coords at;
+  at.n = i % numImages;
+  i /= numImages;
+  at.x = i % sizeX;
+  i /= sizeX;
+  at.y = i % sizeY;
+  at.c = i / sizeY;
+  return at;
+}
+
 // The grid-stride loop over n elements of every element-wise kernel.
 #define CCN_GRID_STRIDE_LOOP(i, n)                                                          \
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \

@@ -49,16 +49,6 @@ __device__ __forceinline__ void channel_covering(int c, int size, int channels, 
   else covering(c, size, channels, lo, hi);
 }
 
-// Position of element i of a (channels, sizeY, sizeX, numImages) tensor.
-struct Pixel {
-  int c, y, x, n;
-  __device__ Pixel(int64_t i, int sizeY, int sizeX, int numImages)
-      : c(int(i / (int64_t(numImages) * sizeX * sizeY))),
-        y(int(i / (int64_t(numImages) * sizeX) % sizeY)),
-        x(int(i / numImages % sizeX)),
-        n(int(i % numImages)) {}
-};
-
 struct NormParams {
   int channels, sizeY, sizeX, numImages, size;
   float addScale, powScale, minDiv;
@@ -70,7 +60,7 @@ struct NormParams {
 __global__ void spatial_norm_kernel(const float* images, const float* squared, float* denoms, float* targets,
                                     int total, NormParams p, float sT, float sO) {
   CCN_GRID_STRIDE_LOOP(i, total) {
-    Pixel px(i, p.sizeY, p.sizeX, p.numImages);
+    const Coords px = unravel(int(i), p.sizeY, p.sizeX, p.numImages);
     int y0, y1, x0, x1;
     window(px.y, p.size, p.sizeY, y0, y1);
     window(px.x, p.size, p.sizeX, x0, x1);
@@ -89,9 +79,9 @@ __global__ void spatial_norm_kernel(const float* images, const float* squared, f
 
 __global__ void cross_map_norm_kernel(const float* images, float* denoms, float* targets, int total, NormParams p,
                                       float sT, float sO) {
-  const int64_t channelPitch = int64_t(p.sizeY) * p.sizeX * p.numImages;
+  const int channelPitch = p.sizeY * p.sizeX * p.numImages;
   CCN_GRID_STRIDE_LOOP(i, total) {
-    int c = int(i / channelPitch);
+    int c = int(i) / channelPitch;
     int c0, c1;
     channel_window(c, p.size, p.channels, p.blocked, c0, c1);
     const float* column = images + i - c * channelPitch;
@@ -109,7 +99,7 @@ __global__ void cross_map_norm_kernel(const float* images, float* denoms, float*
 // cnorm: meanDiffs = images - mean of images over the spatial window.
 __global__ void mean_diff_kernel(const float* images, float* meanDiffs, int total, NormParams p) {
   CCN_GRID_STRIDE_LOOP(i, total) {
-    Pixel px(i, p.sizeY, p.sizeX, p.numImages);
+    const Coords px = unravel(int(i), p.sizeY, p.sizeX, p.numImages);
     int y0, y1, x0, x1;
     window(px.y, p.size, p.sizeY, y0, y1);
     window(px.x, p.size, p.sizeX, x0, x1);
@@ -126,7 +116,7 @@ __global__ void spatial_norm_undo_kernel(const float* outGrads, const float* fac
                                          const float* denoms, float* targets, int total, NormParams p,
                                          bool withDirect, float sT, float sO) {
   CCN_GRID_STRIDE_LOOP(i, total) {
-    Pixel px(i, p.sizeY, p.sizeX, p.numImages);
+    const Coords px = unravel(int(i), p.sizeY, p.sizeX, p.numImages);
     int y0, y1, x0, x1;
     covering(px.y, p.size, p.sizeY, y0, y1);
     covering(px.x, p.size, p.sizeX, x0, x1);
@@ -146,9 +136,9 @@ __global__ void spatial_norm_undo_kernel(const float* outGrads, const float* fac
 __global__ void cross_map_norm_undo_kernel(const float* outGrads, const float* images, const float* acts,
                                            const float* denoms, float* targets, int total, NormParams p, float sT,
                                            float sO) {
-  const int64_t channelPitch = int64_t(p.sizeY) * p.sizeX * p.numImages;
+  const int channelPitch = p.sizeY * p.sizeX * p.numImages;
   CCN_GRID_STRIDE_LOOP(i, total) {
-    int c = int(i / channelPitch);
+    int c = int(i) / channelPitch;
     int c0, c1;
     channel_covering(c, p.size, p.channels, p.blocked, c0, c1);
     int64_t column = i - c * channelPitch;
@@ -166,7 +156,7 @@ __global__ void cross_map_norm_undo_kernel(const float* outGrads, const float* i
 __global__ void contrast_norm_undo_kernel(const float* outGrads, const float* denoms, const float* scatter,
                                           float* targets, int total, NormParams p, float sT, float sO) {
   CCN_GRID_STRIDE_LOOP(i, total) {
-    Pixel px(i, p.sizeY, p.sizeX, p.numImages);
+    const Coords px = unravel(int(i), p.sizeY, p.sizeX, p.numImages);
     int y0, y1, x0, x1;
     covering(px.y, p.size, p.sizeY, y0, y1);
     covering(px.x, p.size, p.sizeX, x0, x1);

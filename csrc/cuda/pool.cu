@@ -33,10 +33,8 @@ __global__ void local_pool_kernel(const float* images, float* targets, int total
                                   int sizeX, int start, int stride, int outputsY, int outputsX, int numImages,
                                   PoolKind kind, float sT, float sO) {
   CCN_GRID_STRIDE_LOOP(i, total) {
-    int n = int(i % numImages);
-    int ox = int(i / numImages % outputsX);
-    int oy = int(i / (int64_t(numImages) * outputsX) % outputsY);
-    int c = int(i / (int64_t(numImages) * outputsX * outputsY));
+    const Coords at = unravel(int(i), outputsY, outputsX, numImages);
+    const int n = at.n, ox = at.x, oy = at.y, c = at.c;
     int y0 = max(0, start + oy * stride), y1 = min(imgSizeY, start + oy * stride + sizeX);
     int x0 = max(0, start + ox * stride), x1 = min(imgSizeX, start + ox * stride + sizeX);
     const float* plane = images + int64_t(c) * imgSizeY * imgSizeX * numImages + n;
@@ -60,10 +58,8 @@ __global__ void local_max_undo_kernel(const float* images, const float* maxActs,
                                       float* targets, int total, int imgSizeY, int imgSizeX, int sizeX, int start,
                                       int stride, int outputsY, int outputsX, int numImages, float sT, float sO) {
   CCN_GRID_STRIDE_LOOP(i, total) {
-    int n = int(i % numImages);
-    int x = int(i / numImages % imgSizeX);
-    int y = int(i / (int64_t(numImages) * imgSizeX) % imgSizeY);
-    int c = int(i / (int64_t(numImages) * imgSizeX * imgSizeY));
+    const Coords at = unravel(int(i), imgSizeY, imgSizeX, numImages);
+    const int n = at.n, x = at.x, y = at.y, c = at.c;
     int oy0, oy1, ox0, ox1;
     covering_outputs(y, start, sizeX, stride, outputsY, oy0, oy1);
     covering_outputs(x, start, sizeX, stride, outputsX, ox0, ox1);
@@ -82,10 +78,8 @@ __global__ void local_avg_undo_kernel(const float* outGrads, float* targets, int
                                       int imgSizeX, int sizeX, int start, int stride, int outputsY, int outputsX,
                                       int numImages, float sT, float sO) {
   CCN_GRID_STRIDE_LOOP(i, total) {
-    int n = int(i % numImages);
-    int x = int(i / numImages % imgSizeX);
-    int y = int(i / (int64_t(numImages) * imgSizeX) % imgSizeY);
-    int c = int(i / (int64_t(numImages) * imgSizeX * imgSizeY));
+    const Coords at = unravel(int(i), imgSizeY, imgSizeX, numImages);
+    const int n = at.n, x = at.x, y = at.y, c = at.c;
     int oy0, oy1, ox0, ox1;
     covering_outputs(y, start, sizeX, stride, outputsY, oy0, oy1);
     covering_outputs(x, start, sizeX, stride, outputsX, ox0, ox1);
@@ -107,7 +101,7 @@ __global__ void cross_map_max_pool_kernel(const float* images, float* targets, i
                                           int pixelsTimesImages, int size, int start, int stride, float sT,
                                           float sO) {
   CCN_GRID_STRIDE_LOOP(i, total) {
-    int o = int(i / pixelsTimesImages), rest = int(i % pixelsTimesImages);
+    int o = int(i) / pixelsTimesImages, rest = int(i) % pixelsTimesImages;
     int c0 = max(0, start + o * stride), c1 = min(channels, start + o * stride + size);
     float best = c0 < c1 ? images[int64_t(c0) * pixelsTimesImages + rest] : 0.f;
     for (int c = c0 + 1; c < c1; ++c) best = fmaxf(best, images[int64_t(c) * pixelsTimesImages + rest]);
@@ -119,7 +113,7 @@ __global__ void cross_map_max_pool_undo_kernel(const float* images, const float*
                                                float* targets, int total, int pixelsTimesImages, int size,
                                                int start, int stride, int outputs, float sT, float sO) {
   CCN_GRID_STRIDE_LOOP(i, total) {
-    int c = int(i / pixelsTimesImages), rest = int(i % pixelsTimesImages);
+    int c = int(i) / pixelsTimesImages, rest = int(i) % pixelsTimesImages;
     int o0, o1;
     covering_outputs(c, start, size, stride, outputs, o0, o1);
     float value = images[i], grad = 0.f;
