@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/cuda_runtime.h"
+#include "core/tensor.h"
 
 #define CCN_CUDA_CHECK(call)                                                                   \
   do {                                                                                         \

@@ -1,0 +1,430 @@
+// Convolution and locally-connected layers on the GPU, cuda-convnet style tiled kernels.
+//   filterActs: hidActs[f, m, n] = sum_{c, fy, fx} filters[(m) c fy fx, f] * images[c, y(m, fy), x(m, fx), n]
+//   imgActs:    targets[c, y, x, n] = sum over the modules m covering (y, x) and the filters f of
+//               c's group of filters[(m) c fy fx, f] * hidActs[f, m, n]
+//   weightActs: targets[(m) c fy fx, f] = sum over images (and modules, for conv) of
+//               images[c, y(m, fy), x(m, fx), n] * hidActs[f, m, n]
+//   targets = scaleTargets * targets + scaleOutput * result.
+// Layout (see ops/conv.h): images (channels, imgSizeY, imgSizeX, numImages); filters
+// (filterRows, numFilters) with rows (module,) channel, filterRow, filterCol; hidActs
+// (numFilters, modulesY, modulesX, numImages). Image index fastest everywhere.
+//
+// Launch shapes (every tile edge is guarded, so any batch size and filter count works):
+//   filterActs: 32 x 4 threads; a block computes one module, 32 * IPT images and 4 * FPT
+//     filters of one group (each thread IPT images x FPT filters). It walks the module's
+//     filterChannels * filterSize^2 inputs in chunks of 16, staging the image patch
+//     (chunk x images) and the weights (chunk x filters) in shared memory.
+//     Grid (modules * imageTiles, groups * filterTilesPerGroup).
+//   imgActs: 32 x 4 threads; a block computes one pixel, 32 * IPT images and 4 * CPT channels
+//     of one group. It walks the modules that cover the pixel and, for each, the group's
+//     filters in chunks of 16, staging hidActs (filters x images) and the weights (filters x
+//     channels) in shared memory. Grid (pixels * imageTiles, groups * channelTilesPerGroup).
+//   weightActs: 16 x 16 threads; a block computes 64 filter rows x 16 * FPT filters of one
+//     group (each thread 4 rows x FPT filters), reducing over images in chunks of 32 staged in
+//     shared memory, and over a fixed range of modules. For conv the modules are split in
+//     `chunks` ranges (a function of the geometry only) whose sums go to a workspace and are
+//     added in chunk order by a second kernel: no atomics, the same result on every run.
+//     Grid (rowTiles * (chunks or modules), groups * filterTilesPerGroup).
+// Preconditions (checked by ops::): shapes match the geometry, one device, contiguous,
+// groups divide channels and filters. Checked here: 32-bit indexing and grid limits.
+#include <algorithm>
+
+#include "cuda/kernel_util.cuh"
+#include "ops/conv.h"
+
+namespace ccn::cuda {
+namespace {
+
+struct ConvParams {
+  int channels, imgSizeY, imgSizeX, filterSize, numFilters, padding, stride, modulesY, modulesX;
+  int filterChannels, filtersPerGroup, filterPixels, filterRowsPerModule, numImages;
+  bool local;
+};
+
+ConvParams conv_params(const ConvGeometry& g, int numImages) {
+  ConvParams p;
+  p.channels = g.channels;
+  p.imgSizeY = g.imgSizeY;
+  p.imgSizeX = g.imgSizeX;
+  p.filterSize = g.filterSize;
+  p.numFilters = g.numFilters;
+  p.padding = g.padding;
+  p.stride = g.stride;
+  p.modulesY = g.modulesY;
+  p.modulesX = g.modulesX;
+  p.filterChannels = g.filterChannels();
+  p.filtersPerGroup = g.numFilters / g.groups;
+  p.filterPixels = g.filterPixels();
+  p.filterRowsPerModule = g.filterChannels() * g.filterPixels();
+  p.numImages = numImages;
+  p.local = g.local;
+  return p;
+}
+
+// Element offset of images[channel, y, x, 0] for filter row k (within a module) of module
+// (my, mx) of the group starting at channel `channel0`, or -1 where the row's pixel lies in
+// the padding (or k is past the last row). Images have fewer than 2^31 elements (checked).
+__device__ __forceinline__ int patch_offset(const ConvParams& p, int k, int channel0, int my, int mx) {
+  if (k >= p.filterRowsPerModule) return -1;
+  int c = k / p.filterPixels, pixel = k % p.filterPixels;
+  int y = my * p.stride - p.padding + pixel / p.filterSize;
+  int x = mx * p.stride - p.padding + pixel % p.filterSize;
+  if (y < 0 || y >= p.imgSizeY || x < 0 || x >= p.imgSizeX) return -1;
+  return ((channel0 + c) * p.imgSizeY + y) * p.imgSizeX * p.numImages + x * p.numImages;
+}
+
+// ---- filterActs ------------------------------------------------------------------------
+
+constexpr int kFaThreadsX = 32, kFaThreadsY = 4, kFaChunk = 16;
+
+template <int IPT, int FPT>
+__global__ void __launch_bounds__(kFaThreadsX * kFaThreadsY)
+filter_acts_kernel(const float* images, const float* filters, float* targets, ConvParams p, int imageTiles,
+                   int filterTilesPerGroup, float sT, float sO) {
+  constexpr int kImages = kFaThreadsX * IPT, kFilters = kFaThreadsY * FPT;
+  constexpr int kThreadsPerBlock = kFaThreadsX * kFaThreadsY;
+  __shared__ float patch[kFaChunk][kImages];
+  __shared__ float weights[kFaChunk][kFilters];
+  __shared__ int rowOffsets[kFaChunk];  // patch_offset of the chunk's rows, computed once per chunk
+
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kFaThreadsX + tx;
+  const int module = blockIdx.x / imageTiles, image0 = blockIdx.x % imageTiles * kImages;
+  const int group = blockIdx.y / filterTilesPerGroup;
+  const int groupFilter0 = blockIdx.y % filterTilesPerGroup * kFilters;
+  const int filter0 = group * p.filtersPerGroup + groupFilter0;
+  const int tileFilters = min(kFilters, p.filtersPerGroup - groupFilter0);
+  const int my = module / p.modulesX, mx = module % p.modulesX;
+  const int channel0 = group * p.filterChannels;
+  const int K = p.filterRowsPerModule;
+  const float* moduleFilters = filters + (p.local ? int64_t(module) * K * p.numFilters : 0) + filter0;
+
+  float acc[FPT][IPT] = {};
+  for (int k0 = 0; k0 < K; k0 += kFaChunk) {
+    if (tid < kFaChunk) rowOffsets[tid] = patch_offset(p, k0 + tid, channel0, my, mx);
+    __syncthreads();
+    for (int e = tid; e < kFaChunk * kImages; e += kThreadsPerBlock) {
+      int kk = e / kImages, nn = e % kImages, n = image0 + nn;
+      int offset = rowOffsets[kk];
+      patch[kk][nn] = offset >= 0 && n < p.numImages ? images[offset + n] : 0.f;
+    }
+    for (int e = tid; e < kFaChunk * kFilters; e += kThreadsPerBlock) {
+      int kk = e / kFilters, ff = e % kFilters;
+      weights[kk][ff] = k0 + kk < K && ff < tileFilters ? moduleFilters[int64_t(k0 + kk) * p.numFilters + ff] : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kFaChunk; ++kk) {
+      float img[IPT], w[FPT];
+#pragma unroll
+      for (int i = 0; i < IPT; ++i) img[i] = patch[kk][tx + i * kFaThreadsX];
+#pragma unroll
+      for (int j = 0; j < FPT; ++j) w[j] = weights[kk][ty + j * kFaThreadsY];
+#pragma unroll
+      for (int j = 0; j < FPT; ++j)
+#pragma unroll
+        for (int i = 0; i < IPT; ++i) acc[j][i] += w[j] * img[i];
+    }
+    __syncthreads();
+  }
+  const int modules = p.modulesY * p.modulesX;
+#pragma unroll
+  for (int j = 0; j < FPT; ++j) {
+    int ff = ty + j * kFaThreadsY;
+    if (ff >= tileFilters) continue;
+    float* out = targets + (int64_t(filter0 + ff) * modules + module) * p.numImages;
+#pragma unroll
+    for (int i = 0; i < IPT; ++i) {
+      int n = image0 + tx + i * kFaThreadsX;
+      if (n < p.numImages) store_scaled(out[n], acc[j][i], sT, sO);
+    }
+  }
+}
+
+// ---- imgActs ---------------------------------------------------------------------------
+
+constexpr int kIaThreadsX = 32, kIaThreadsY = 4, kIaChunk = 16;
+
+template <int IPT, int CPT>
+__global__ void __launch_bounds__(kIaThreadsX * kIaThreadsY)
+img_acts_kernel(const float* hidActs, const float* filters, float* targets, ConvParams p, int imageTiles,
+                int channelTilesPerGroup, float sT, float sO) {
+  constexpr int kImages = kIaThreadsX * IPT, kChannels = kIaThreadsY * CPT;
+  constexpr int kThreadsPerBlock = kIaThreadsX * kIaThreadsY;
+  __shared__ float grads[kIaChunk][kImages];
+  __shared__ float weights[kIaChunk][kChannels + 1];
+
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kIaThreadsX + tx;
+  const int pixel = blockIdx.x / imageTiles, image0 = blockIdx.x % imageTiles * kImages;
+  const int y = pixel / p.imgSizeX, x = pixel % p.imgSizeX;
+  const int group = blockIdx.y / channelTilesPerGroup;
+  const int groupChannel0 = blockIdx.y % channelTilesPerGroup * kChannels;
+  const int tileChannels = min(kChannels, p.filterChannels - groupChannel0);
+  const int groupFilter0 = group * p.filtersPerGroup;
+  const int K = p.filterRowsPerModule, modules = p.modulesY * p.modulesX;
+
+  // Modules whose rows my * stride - padding + [0, filterSize) hold y (columns likewise).
+  const int myFirst = max(0, ceil_div(y + p.padding - p.filterSize + 1, p.stride));
+  const int myLast = min(p.modulesY - 1, floor_div(y + p.padding, p.stride));
+  const int mxFirst = max(0, ceil_div(x + p.padding - p.filterSize + 1, p.stride));
+  const int mxLast = min(p.modulesX - 1, floor_div(x + p.padding, p.stride));
+
+  float acc[CPT][IPT] = {};
+  for (int my = myFirst; my <= myLast; ++my) {
+    for (int mx = mxFirst; mx <= mxLast; ++mx) {
+      const int module = my * p.modulesX + mx;
+      const int filterPixel = (y - (my * p.stride - p.padding)) * p.filterSize + x - (mx * p.stride - p.padding);
+      // Row of (channel groupChannel0, this filter pixel) in the module's filter bank.
+      const float* rowFilters = filters + (int64_t(p.local ? module : 0) * K + int64_t(groupChannel0) * p.filterPixels +
+                                           filterPixel) * p.numFilters + groupFilter0;
+      for (int f0 = 0; f0 < p.filtersPerGroup; f0 += kIaChunk) {
+        for (int e = tid; e < kIaChunk * kImages; e += kThreadsPerBlock) {
+          int ff = e / kImages, nn = e % kImages, n = image0 + nn;
+          grads[ff][nn] = f0 + ff < p.filtersPerGroup && n < p.numImages
+                              ? hidActs[(int64_t(groupFilter0 + f0 + ff) * modules + module) * p.numImages + n]
+                              : 0.f;
+        }
+        for (int e = tid; e < kIaChunk * kChannels; e += kThreadsPerBlock) {
+          int cc = e / kIaChunk, ff = e % kIaChunk;
+          weights[ff][cc] = f0 + ff < p.filtersPerGroup && cc < tileChannels
+                                ? rowFilters[int64_t(cc) * p.filterPixels * p.numFilters + f0 + ff]
+                                : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int ff = 0; ff < kIaChunk; ++ff) {
+          float g[IPT], w[CPT];
+#pragma unroll
+          for (int i = 0; i < IPT; ++i) g[i] = grads[ff][tx + i * kIaThreadsX];
+#pragma unroll
+          for (int j = 0; j < CPT; ++j) w[j] = weights[ff][ty + j * kIaThreadsY];
+#pragma unroll
+          for (int j = 0; j < CPT; ++j)
+#pragma unroll
+            for (int i = 0; i < IPT; ++i) acc[j][i] += w[j] * g[i];
+        }
+        __syncthreads();
+      }
+    }
+  }
+  const int channel0 = group * p.filterChannels + groupChannel0;
+#pragma unroll
+  for (int j = 0; j < CPT; ++j) {
+    int cc = ty + j * kIaThreadsY;
+    if (cc >= tileChannels) continue;
+    float* out = targets + ((int64_t(channel0 + cc) * p.imgSizeY + y) * p.imgSizeX + x) * p.numImages;
+#pragma unroll
+    for (int i = 0; i < IPT; ++i) {
+      int n = image0 + tx + i * kIaThreadsX;
+      if (n < p.numImages) store_scaled(out[n], acc[j][i], sT, sO);
+    }
+  }
+}
+
+// ---- weightActs ------------------------------------------------------------------------
+
+constexpr int kWaThreads = 16, kWaRowsPerThread = 4, kWaRows = kWaThreads * kWaRowsPerThread, kWaImages = 32;
+
+// Sums over modules [moduleBegin, moduleEnd) (chunk blockIdx.x / rowTiles of `modulesPerChunk`
+// for conv, the single module blockIdx.x / rowTiles for local). With `partials` the block
+// writes its unscaled sum to partials[chunk]; without, it stores into targets.
+// (At least 2 resident blocks: leaves room for up to 128 registers, so the accumulators and
+// patch offsets do not spill.)
+template <int FPT>
+__global__ void __launch_bounds__(kWaThreads * kWaThreads, 2)
+weight_acts_kernel(const float* images, const float* hidActs, float* targets, float* partials, ConvParams p,
+                   int rowTiles, int filterTilesPerGroup, int modulesPerChunk, float sT, float sO) {
+  constexpr int kFilters = kWaThreads * FPT, kThreadsPerBlock = kWaThreads * kWaThreads;
+  constexpr int kPatchLoads = kWaRows * kWaImages / kThreadsPerBlock;
+  // Image-major tiles; the +1 spreads the transposing stores over the banks.
+  __shared__ float patch[kWaImages][kWaRows + 1];
+  __shared__ float grads[kWaImages][kFilters + 1];
+
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kWaThreads + tx;
+  const int row0 = blockIdx.x % rowTiles * kWaRows, chunk = blockIdx.x / rowTiles;
+  const int group = blockIdx.y / filterTilesPerGroup;
+  const int groupFilter0 = blockIdx.y % filterTilesPerGroup * kFilters;
+  const int filter0 = group * p.filtersPerGroup + groupFilter0;
+  const int tileFilters = min(kFilters, p.filtersPerGroup - groupFilter0);
+  const int channel0 = group * p.filterChannels;
+  const int K = p.filterRowsPerModule, modules = p.modulesY * p.modulesX;
+  const int moduleBegin = p.local ? chunk : chunk * modulesPerChunk;
+  const int moduleEnd = p.local ? chunk + 1 : min(modules, moduleBegin + modulesPerChunk);
+
+  // Each thread loads patch rows tid / kWaImages + r * (threads / kWaImages), image tid % kWaImages.
+  const int loadImage = tid % kWaImages, loadRow = tid / kWaImages;
+  constexpr int kRowStride = kThreadsPerBlock / kWaImages;
+
+  float acc[kWaRowsPerThread][FPT] = {};
+  for (int module = moduleBegin; module < moduleEnd; ++module) {
+    const int my = module / p.modulesX, mx = module % p.modulesX;
+    int offsets[kPatchLoads];
+#pragma unroll
+    for (int r = 0; r < kPatchLoads; ++r) offsets[r] = patch_offset(p, row0 + loadRow + r * kRowStride, channel0, my, mx);
+    for (int n0 = 0; n0 < p.numImages; n0 += kWaImages) {
+      const int n = n0 + loadImage;
+#pragma unroll
+      for (int r = 0; r < kPatchLoads; ++r)
+        patch[loadImage][loadRow + r * kRowStride] = offsets[r] >= 0 && n < p.numImages ? images[offsets[r] + n] : 0.f;
+      for (int e = tid; e < kFilters * kWaImages; e += kThreadsPerBlock) {
+        int ff = e / kWaImages, nn = e % kWaImages;
+        grads[nn][ff] = ff < tileFilters && n0 + nn < p.numImages
+                            ? hidActs[(int64_t(filter0 + ff) * modules + module) * p.numImages + n0 + nn]
+                            : 0.f;
+      }
+      __syncthreads();
+#pragma unroll 8
+      for (int nn = 0; nn < kWaImages; ++nn) {
+        float img[kWaRowsPerThread], g[FPT];
+#pragma unroll
+        for (int i = 0; i < kWaRowsPerThread; ++i) img[i] = patch[nn][ty + i * kWaThreads];
+#pragma unroll
+        for (int j = 0; j < FPT; ++j) g[j] = grads[nn][tx + j * kWaThreads];
+#pragma unroll
+        for (int i = 0; i < kWaRowsPerThread; ++i)
+#pragma unroll
+          for (int j = 0; j < FPT; ++j) acc[i][j] += img[i] * g[j];
+      }
+      __syncthreads();
+    }
+  }
+  const int64_t rowBase = p.local ? int64_t(chunk) * K : 0;
+#pragma unroll
+  for (int i = 0; i < kWaRowsPerThread; ++i) {
+    int k = row0 + ty + i * kWaThreads;
+    if (k >= K) continue;
+#pragma unroll
+    for (int j = 0; j < FPT; ++j) {
+      int ff = tx + j * kWaThreads;
+      if (ff >= tileFilters) continue;
+      int64_t o = (rowBase + k) * p.numFilters + filter0 + ff;
+      if (partials) partials[int64_t(chunk) * K * p.numFilters + o] = acc[i][j];
+      else store_scaled(targets[o], acc[i][j], sT, sO);
+    }
+  }
+}
+
+// targets[i] = scaled sum over chunks of partials[chunk, i], chunks in order.
+__global__ void sum_chunks_kernel(const float* partials, float* targets, int64_t size, int chunks, float sT,
+                                  float sO) {
+  CCN_GRID_STRIDE_LOOP(i, size) {
+    float sum = 0.f;
+    for (int c = 0; c < chunks; ++c) sum += partials[c * size + i];
+    store_scaled(targets[i], sum, sT, sO);
+  }
+}
+
+// ---- host side -------------------------------------------------------------------------
+
+// Images per thread: as many 32-image columns as the batch fills (up to 4).
+int images_per_thread(int numImages) { return numImages > 64 ? 4 : numImages > 32 ? 2 : 1; }
+
+void check_conv_sizes(const Tensor& images, const Tensor& hidActs, const Tensor& filters) {
+  check_int_indexable(images, "images");
+  check_int_indexable(hidActs, "hidActs");
+  check_int_indexable(filters, "filters");
+}
+
+template <int IPT, int FPT>
+void launch_filter_acts(const Tensor& images, const Tensor& filters, Tensor& targets, const ConvParams& p,
+                        int groups, float sT, float sO) {
+  int imageTiles = ceil_div_host(p.numImages, kFaThreadsX * IPT);
+  int filterTiles = ceil_div_host(p.filtersPerGroup, kFaThreadsY * FPT);
+  check_grid_yz(int64_t(groups) * filterTiles, "filterActs (filter tiles)");
+  dim3 grid(unsigned(int64_t(p.modulesY) * p.modulesX * imageTiles), unsigned(groups * filterTiles));
+  filter_acts_kernel<IPT, FPT><<<grid, dim3(kFaThreadsX, kFaThreadsY), 0, stream()>>>(
+      images.data(), filters.data(), targets.data(), p, imageTiles, filterTiles, sT, sO);
+  CCN_CUDA_CHECK_LAUNCH("filter_acts_kernel");
+}
+
+template <int FPT>
+void filter_acts_for_images(int ipt, const Tensor& images, const Tensor& filters, Tensor& targets,
+                            const ConvParams& p, int groups, float sT, float sO) {
+  if (ipt == 4) launch_filter_acts<4, FPT>(images, filters, targets, p, groups, sT, sO);
+  else if (ipt == 2) launch_filter_acts<2, FPT>(images, filters, targets, p, groups, sT, sO);
+  else launch_filter_acts<1, FPT>(images, filters, targets, p, groups, sT, sO);
+}
+
+template <int IPT, int CPT>
+void launch_img_acts(const Tensor& hidActs, const Tensor& filters, Tensor& targets, const ConvParams& p, int groups,
+                     float sT, float sO) {
+  int imageTiles = ceil_div_host(p.numImages, kIaThreadsX * IPT);
+  int channelTiles = ceil_div_host(p.filterChannels, kIaThreadsY * CPT);
+  check_grid_yz(int64_t(groups) * channelTiles, "imgActs (channel tiles)");
+  dim3 grid(unsigned(int64_t(p.imgSizeY) * p.imgSizeX * imageTiles), unsigned(groups * channelTiles));
+  img_acts_kernel<IPT, CPT><<<grid, dim3(kIaThreadsX, kIaThreadsY), 0, stream()>>>(
+      hidActs.data(), filters.data(), targets.data(), p, imageTiles, channelTiles, sT, sO);
+  CCN_CUDA_CHECK_LAUNCH("img_acts_kernel");
+}
+
+template <int CPT>
+void img_acts_for_images(int ipt, const Tensor& hidActs, const Tensor& filters, Tensor& targets,
+                         const ConvParams& p, int groups, float sT, float sO) {
+  if (ipt == 4) launch_img_acts<4, CPT>(hidActs, filters, targets, p, groups, sT, sO);
+  else if (ipt == 2) launch_img_acts<2, CPT>(hidActs, filters, targets, p, groups, sT, sO);
+  else launch_img_acts<1, CPT>(hidActs, filters, targets, p, groups, sT, sO);
+}
+
+// Thread blocks weightActs aims for, so that even a layer with few filter weights fills the GPU.
+constexpr int kWaTargetBlocks = 512;
+
+template <int FPT>
+void launch_weight_acts(const Tensor& images, const Tensor& hidActs, Tensor& targets, const ConvParams& p,
+                        int groups, float sT, float sO) {
+  int rowTiles = ceil_div_host(p.filterRowsPerModule, kWaRows);
+  int filterTiles = ceil_div_host(p.filtersPerGroup, kWaThreads * FPT);
+  check_grid_yz(int64_t(groups) * filterTiles, "weightActs (filter tiles)");
+  int modules = p.modulesY * p.modulesX;
+  int64_t tiles = int64_t(rowTiles) * groups * filterTiles;
+  int chunks = p.local ? modules : static_cast<int>(std::min<int64_t>(modules, ceil_div_host(kWaTargetBlocks, tiles)));
+  int modulesPerChunk = p.local ? 1 : ceil_div_host(modules, chunks);
+  if (!p.local) chunks = ceil_div_host(modules, modulesPerChunk);
+  int64_t size = targets.numel();
+  float* partials = !p.local && chunks > 1 ? workspace(targets.device(), chunks * size) : nullptr;
+  dim3 grid(unsigned(int64_t(rowTiles) * chunks), unsigned(groups * filterTiles));
+  weight_acts_kernel<FPT><<<grid, dim3(kWaThreads, kWaThreads), 0, stream()>>>(
+      images.data(), hidActs.data(), targets.data(), partials, p, rowTiles, filterTiles, modulesPerChunk, sT, sO);
+  CCN_CUDA_CHECK_LAUNCH("weight_acts_kernel");
+  if (partials) {
+    sum_chunks_kernel<<<blocks_for(size, kThreads), kThreads, 0, stream()>>>(partials, targets.data(), size, chunks,
+                                                                             sT, sO);
+    CCN_CUDA_CHECK_LAUNCH("sum_chunks_kernel");
+  }
+}
+
+}  // namespace
+
+void filterActs(const Tensor& images, const Tensor& filters, Tensor& targets, const ConvGeometry& g,
+                float scaleTargets, float scaleOutput) {
+  check_conv_sizes(images, targets, filters);
+  if (targets.numel() == 0) return;
+  ConvParams p = conv_params(g, static_cast<int>(images.cols()));
+  set_device(targets);
+  int ipt = images_per_thread(p.numImages);
+  if (p.filtersPerGroup > 16) filter_acts_for_images<8>(ipt, images, filters, targets, p, g.groups, scaleTargets, scaleOutput);
+  else if (p.filtersPerGroup > 4) filter_acts_for_images<4>(ipt, images, filters, targets, p, g.groups, scaleTargets, scaleOutput);
+  else filter_acts_for_images<1>(ipt, images, filters, targets, p, g.groups, scaleTargets, scaleOutput);
+}
+
+void imgActs(const Tensor& hidActs, const Tensor& filters, Tensor& targets, const ConvGeometry& g,
+             float scaleTargets, float scaleOutput) {
+  check_conv_sizes(targets, hidActs, filters);
+  if (targets.numel() == 0) return;
+  ConvParams p = conv_params(g, static_cast<int>(targets.cols()));
+  set_device(targets);
+  int ipt = images_per_thread(p.numImages);
+  if (p.filterChannels > 4) img_acts_for_images<4>(ipt, hidActs, filters, targets, p, g.groups, scaleTargets, scaleOutput);
+  else img_acts_for_images<1>(ipt, hidActs, filters, targets, p, g.groups, scaleTargets, scaleOutput);
+}
+
+void weightActs(const Tensor& images, const Tensor& hidActs, Tensor& targets, const ConvGeometry& g,
+                float scaleTargets, float scaleOutput) {
+  check_conv_sizes(images, hidActs, targets);
+  if (targets.numel() == 0) return;
+  ConvParams p = conv_params(g, static_cast<int>(images.cols()));
+  set_device(targets);
+  if (p.filtersPerGroup > 32) launch_weight_acts<4>(images, hidActs, targets, p, g.groups, scaleTargets, scaleOutput);
+  else if (p.filtersPerGroup > 16) launch_weight_acts<2>(images, hidActs, targets, p, g.groups, scaleTargets, scaleOutput);
+  else launch_weight_acts<1>(images, hidActs, targets, p, g.groups, scaleTargets, scaleOutput);
+}
+
+}  // namespace ccn::cuda

@@ -1,0 +1,222 @@
+// Dense and element-wise routines on the GPU.
+//   gemm:       C = sT * C + sO * op(A) op(B), row-major, op(X) = X or X^T.
+//   addBias:    targets (R, numel / R) += bias[r];  biasGrad: targets[r] = sum of row r of grads.
+//   add, mult, eltwiseMax, eltwiseMaxGrad, dropoutMask, momentumUpdate: element-wise.
+// Layout: every tensor is its row-major matrix view (rows = all dims but the last).
+// Launch:
+//   gemm: 16x16 threads per block, each computing a 4x4 block of C, so a block owns a
+//     64x64 tile of C; op(A) and op(B) are staged through shared memory in chunks of 16 along
+//     the inner dimension, loaded in the order that makes global reads coalesced for each
+//     transposition. Grid (ceil(N / 64), ceil(M / 64)); partial tiles are guarded.
+//   biasGrad: one block of kThreads per row; each thread sums a fixed stride of the row and
+//     the block adds the partial sums in a fixed tree, so the result is deterministic.
+//   element-wise: kThreads per block, grid-stride loop, 64-bit indices.
+// Preconditions (checked by ops::): shapes agree, one device, contiguous; the element-wise
+// routines may alias their inputs and targets. Checked here: gemm's grid limit (M < 4M rows).
+#include "core/philox.h"
+#include "cuda/kernel_util.cuh"
+#include "ops/dense.h"
+
+namespace ccn::cuda {
+namespace {
+
+constexpr int kGemmTile = 64;      // C tile per block (square)
+constexpr int kGemmChunk = 16;     // inner-dimension chunk staged in shared memory
+constexpr int kGemmThreads = 16;   // threads per block side; each computes 4x4 outputs
+constexpr int kGemmPerThread = kGemmTile / kGemmThreads;
+
+__global__ void __launch_bounds__(kGemmThreads * kGemmThreads)
+gemm_kernel(const float* a, const float* b, float* c, int M, int N, int K, bool transA, bool transB,
+            float sT, float sO) {
+  // Column-major tiles of op(A) and op(B) along the inner dimension; the +1 keeps the
+  // transposing stores of the untransposed layouts free of bank conflicts.
+  __shared__ float tileA[kGemmChunk][kGemmTile + 1];
+  __shared__ float tileB[kGemmChunk][kGemmTile + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kGemmThreads + tx;
+  const int m0 = blockIdx.y * kGemmTile, n0 = blockIdx.x * kGemmTile;
+  const int lda = transA ? M : K, ldb = transB ? K : N;
+
+  float acc[kGemmPerThread][kGemmPerThread] = {};
+  for (int k0 = 0; k0 < K; k0 += kGemmChunk) {
+    constexpr int kLoads = kGemmChunk * kGemmTile / (kGemmThreads * kGemmThreads);
+#pragma unroll
+    for (int r = 0; r < kLoads; ++r) {
+      int e = tid + r * kGemmThreads * kGemmThreads;
+      // Consecutive threads walk the dimension that is contiguous in memory.
+      int m = transA ? e % kGemmTile : e / kGemmChunk, ka = transA ? e / kGemmTile : e % kGemmChunk;
+      int gm = m0 + m, gk = k0 + ka;
+      tileA[ka][m] = gm < M && gk < K ? a[transA ? int64_t(gk) * lda + gm : int64_t(gm) * lda + gk] : 0.f;
+      int n = transB ? e / kGemmChunk : e % kGemmTile, kb = transB ? e % kGemmChunk : e / kGemmTile;
+      int gn = n0 + n, gkb = k0 + kb;
+      tileB[kb][n] = gn < N && gkb < K ? b[transB ? int64_t(gn) * ldb + gkb : int64_t(gkb) * ldb + gn] : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kGemmChunk; ++k) {
+      float av[kGemmPerThread], bv[kGemmPerThread];
+#pragma unroll
+      for (int i = 0; i < kGemmPerThread; ++i) av[i] = tileA[k][ty + i * kGemmThreads];
+#pragma unroll
+      for (int j = 0; j < kGemmPerThread; ++j) bv[j] = tileB[k][tx + j * kGemmThreads];
+#pragma unroll
+      for (int i = 0; i < kGemmPerThread; ++i)
+#pragma unroll
+        for (int j = 0; j < kGemmPerThread; ++j) acc[i][j] += av[i] * bv[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < kGemmPerThread; ++i) {
+    int m = m0 + ty + i * kGemmThreads;
+    if (m >= M) continue;
+#pragma unroll
+    for (int j = 0; j < kGemmPerThread; ++j) {
+      int n = n0 + tx + j * kGemmThreads;
+      if (n < N) store_scaled(c[int64_t(m) * N + n], acc[i][j], sT, sO);
+    }
+  }
+}
+
+__global__ void add_bias_kernel(const float* bias, float* targets, int64_t n, int64_t cols, float sT, float sO) {
+  CCN_GRID_STRIDE_LOOP(i, n) store_scaled(targets[i], bias[i / cols], sT, sO);
+}
+
+__global__ void __launch_bounds__(kThreads)
+bias_grad_kernel(const float* grads, float* targets, int64_t cols, float sT, float sO) {
+  __shared__ float partial[kThreads];
+  const float* row = grads + blockIdx.x * cols;
+  float sum = 0.f;
+  for (int64_t c = threadIdx.x; c < cols; c += kThreads) sum += row[c];
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    if (int(threadIdx.x) < half) partial[threadIdx.x] += partial[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) store_scaled(targets[blockIdx.x], partial[0], sT, sO);
+}
+
+__global__ void add_kernel(const float* a, float* targets, int64_t n, float sT, float sO) {
+  CCN_GRID_STRIDE_LOOP(i, n) store_scaled(targets[i], a[i], sT, sO);
+}
+
+__global__ void mult_kernel(const float* a, const float* b, float* targets, int64_t n, float sT, float sO) {
+  CCN_GRID_STRIDE_LOOP(i, n) store_scaled(targets[i], a[i] * b[i], sT, sO);
+}
+
+__global__ void eltwise_max_kernel(const float* a, const float* b, float* targets, int64_t n, float sT, float sO) {
+  CCN_GRID_STRIDE_LOOP(i, n) store_scaled(targets[i], fmaxf(a[i], b[i]), sT, sO);
+}
+
+__global__ void eltwise_max_grad_kernel(const float* outGrads, const float* inputs, const float* acts,
+                                        float* targets, int64_t n, float sT, float sO) {
+  CCN_GRID_STRIDE_LOOP(i, n) store_scaled(targets[i], inputs[i] == acts[i] ? outGrads[i] : 0.f, sT, sO);
+}
+
+__global__ void dropout_mask_kernel(float* mask, int64_t n, float keep, float scale, uint64_t seed,
+                                    uint64_t offset) {
+  CCN_GRID_STRIDE_LOOP(i, n) mask[i] = philox_uniform(seed, offset + uint64_t(i)) < keep ? scale : 0.f;
+}
+
+__global__ void momentum_update_kernel(float* weights, const float* grads, float* inc, int64_t n,
+                                       float epsOverCases, float mom, float wcEps) {
+  CCN_GRID_STRIDE_LOOP(i, n) {
+    float step = mom * inc[i] + epsOverCases * grads[i] - wcEps * weights[i];
+    inc[i] = step;
+    weights[i] += step;
+  }
+}
+
+}  // namespace
+
+void gemm(const Tensor& a, const Tensor& b, Tensor& c, bool transA, bool transB, float scaleTargets,
+          float scaleOutput) {
+  int64_t M = c.rows(), N = c.cols(), K = transA ? a.rows() : a.cols();
+  if (M == 0 || N == 0) return;
+  CCN_CHECK(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX, "gemm: dimensions (", M, ", ", N, ", ", K,
+            ") exceed the kernel's 32-bit sizes");
+  check_grid_yz(ceil_div_host(M, kGemmTile), "gemm (rows of C)");
+  set_device(c);
+  dim3 grid(ceil_div_host(N, kGemmTile), ceil_div_host(M, kGemmTile));
+  gemm_kernel<<<grid, dim3(kGemmThreads, kGemmThreads), 0, stream()>>>(
+      a.data(), b.data(), c.data(), int(M), int(N), int(K), transA, transB, scaleTargets, scaleOutput);
+  CCN_CUDA_CHECK_LAUNCH("gemm_kernel");
+}
+
+void addBias(const Tensor& bias, Tensor& targets, float scaleTargets, float scaleOutput) {
+  int64_t n = targets.numel();
+  if (n == 0) return;
+  set_device(targets);
+  add_bias_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(bias.data(), targets.data(), n,
+                                                                      n / bias.numel(), scaleTargets, scaleOutput);
+  CCN_CUDA_CHECK_LAUNCH("add_bias_kernel");
+}
+
+void biasGrad(const Tensor& grads, Tensor& targets, float scaleTargets, float scaleOutput) {
+  int64_t rows = targets.numel();
+  if (rows == 0) return;
+  CCN_CHECK(rows <= INT32_MAX, "biasGrad: ", rows, " rows exceed the kernel's grid");
+  set_device(targets);
+  bias_grad_kernel<<<unsigned(rows), kThreads, 0, stream()>>>(grads.data(), targets.data(), grads.numel() / rows,
+                                                              scaleTargets, scaleOutput);
+  CCN_CUDA_CHECK_LAUNCH("bias_grad_kernel");
+}
+
+void add(const Tensor& a, Tensor& targets, float scaleTargets, float scaleOutput) {
+  int64_t n = targets.numel();
+  if (n == 0) return;
+  set_device(targets);
+  add_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(a.data(), targets.data(), n, scaleTargets,
+                                                                 scaleOutput);
+  CCN_CUDA_CHECK_LAUNCH("add_kernel");
+}
+
+void mult(const Tensor& a, const Tensor& b, Tensor& targets, float scaleTargets, float scaleOutput) {
+  int64_t n = targets.numel();
+  if (n == 0) return;
+  set_device(targets);
+  mult_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(a.data(), b.data(), targets.data(), n,
+                                                                  scaleTargets, scaleOutput);
+  CCN_CUDA_CHECK_LAUNCH("mult_kernel");
+}
+
+void eltwiseMax(const Tensor& a, const Tensor& b, Tensor& targets, float scaleTargets, float scaleOutput) {
+  int64_t n = targets.numel();
+  if (n == 0) return;
+  set_device(targets);
+  eltwise_max_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(a.data(), b.data(), targets.data(), n,
+                                                                         scaleTargets, scaleOutput);
+  CCN_CUDA_CHECK_LAUNCH("eltwise_max_kernel");
+}
+
+void eltwiseMaxGrad(const Tensor& outGrads, const Tensor& inputs, const Tensor& acts, Tensor& targets,
+                    float scaleTargets, float scaleOutput) {
+  int64_t n = targets.numel();
+  if (n == 0) return;
+  set_device(targets);
+  eltwise_max_grad_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(
+      outGrads.data(), inputs.data(), acts.data(), targets.data(), n, scaleTargets, scaleOutput);
+  CCN_CUDA_CHECK_LAUNCH("eltwise_max_grad_kernel");
+}
+
+void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset) {
+  int64_t n = mask.numel();
+  if (n == 0) return;
+  set_device(mask);
+  dropout_mask_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(mask.data(), n, keep, 1.f / keep, seed,
+                                                                          offset);
+  CCN_CUDA_CHECK_LAUNCH("dropout_mask_kernel");
+}
+
+void momentumUpdate(Tensor& weights, const Tensor& grads, Tensor& inc, float epsOverCases, float mom,
+                    float wcEps) {
+  int64_t n = weights.numel();
+  if (n == 0) return;
+  set_device(weights);
+  momentum_update_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(weights.data(), grads.data(),
+                                                                             inc.data(), n, epsOverCases, mom,
+                                                                             wcEps);
+  CCN_CUDA_CHECK_LAUNCH("momentum_update_kernel");
+}
+
+}  // namespace ccn::cuda
