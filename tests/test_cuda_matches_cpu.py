@@ -168,7 +168,7 @@ def test_cross_map_norm(rng, size, blocked, batch):
 
 # ---------------------------------------------------------------- dense
 
-@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 128, 33), (130, 7, 65), (64, 128, 300)])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 128, 33), (130, 7, 65), (64, 128, 300), (64, 100, 1500), (7, 5, 3000)])
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_gemm(rng, m, n, k, trans_a, trans_b):

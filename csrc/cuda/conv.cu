@@ -303,16 +303,6 @@ weight_acts_kernel(const float* images, const float* hidActs, float* targets, fl
   }
 }
 
-// targets[i] = scaled sum over chunks of partials[chunk, i], chunks in order.
-__global__ void sum_chunks_kernel(const float* partials, float* targets, int64_t size, int chunks, float sT,
-                                  float sO) {
-  CCN_GRID_STRIDE_LOOP(i, size) {
-    float sum = 0.f;
-    for (int c = 0; c < chunks; ++c) sum += partials[c * size + i];
-    store_scaled(targets[i], sum, sT, sO);
-  }
-}
-
 // ---- host side -------------------------------------------------------------------------
 
 // Images per thread: as many 32-image columns as the batch fills (up to 4).
@@ -384,11 +374,7 @@ void launch_weight_acts(const Tensor& images, const Tensor& hidActs, Tensor& tar
   weight_acts_kernel<FPT><<<grid, dim3(kWaThreads, kWaThreads), 0, stream()>>>(
       images.data(), hidActs.data(), targets.data(), partials, p, rowTiles, filterTiles, modulesPerChunk, sT, sO);
   CCN_CUDA_CHECK_LAUNCH("weight_acts_kernel");
-  if (partials) {
-    sum_chunks_kernel<<<blocks_for(size, kThreads), kThreads, 0, stream()>>>(partials, targets.data(), size, chunks,
-                                                                             sT, sO);
-    CCN_CUDA_CHECK_LAUNCH("sum_chunks_kernel");
-  }
+  if (partials) sum_chunks(partials, chunks, targets.data(), size, sT, sO);
 }
 
 }  // namespace

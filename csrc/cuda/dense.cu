@@ -7,12 +7,16 @@
 //   gemm: 16x16 threads per block, each computing a 4x4 block of C, so a block owns a
 //     64x64 tile of C; op(A) and op(B) are staged through shared memory in chunks of 16 along
 //     the inner dimension, loaded in the order that makes global reads coalesced for each
-//     transposition. Grid (ceil(N / 64), ceil(M / 64)); partial tiles are guarded.
+//     transposition. Grid (ceil(N / 64), ceil(M / 64), splits); partial tiles are guarded.
+//     With few tiles and a long K, K is split (grid z) into ranges whose products go to a
+//     workspace and are added in split order (sum_chunks): deterministic.
 //   biasGrad: one block of kThreads per row; each thread sums a fixed stride of the row and
 //     the block adds the partial sums in a fixed tree, so the result is deterministic.
 //   element-wise: kThreads per block, grid-stride loop, 64-bit indices.
 // Preconditions (checked by ops::): shapes agree, one device, contiguous; the element-wise
 // routines may alias their inputs and targets. Checked here: gemm's grid limit (M < 4M rows).
+#include <algorithm>
+
 #include "core/philox.h"
 #include "cuda/kernel_util.cuh"
 #include "ops/dense.h"
@@ -24,10 +28,12 @@ constexpr int kGemmTile = 64;      // C tile per block (square)
 constexpr int kGemmChunk = 16;     // inner-dimension chunk staged in shared memory
 constexpr int kGemmThreads = 16;   // threads per block side; each computes 4x4 outputs
 constexpr int kGemmPerThread = kGemmTile / kGemmThreads;
+constexpr int kGemmTargetBlocks = 256;  // split K until about this many blocks run...
+constexpr int kGemmMinSplitK = 512;     // ...as long as each split keeps this much of K
 
 __global__ void __launch_bounds__(kGemmThreads * kGemmThreads)
-gemm_kernel(const float* a, const float* b, float* c, int M, int N, int K, bool transA, bool transB,
-            float sT, float sO) {
+gemm_kernel(const float* a, const float* b, float* c, float* partials, int M, int N, int K, int kPerSplit,
+            bool transA, bool transB, float sT, float sO) {
   // Column-major tiles of op(A) and op(B) along the inner dimension; the +1 keeps the
   // transposing stores of the untransposed layouts free of bank conflicts.
   __shared__ float tileA[kGemmChunk][kGemmTile + 1];
@@ -35,9 +41,10 @@ gemm_kernel(const float* a, const float* b, float* c, int M, int N, int K, bool 
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kGemmThreads + tx;
   const int m0 = blockIdx.y * kGemmTile, n0 = blockIdx.x * kGemmTile;
   const int lda = transA ? M : K, ldb = transB ? K : N;
+  const int kBegin = blockIdx.z * kPerSplit, kEnd = min(K, kBegin + kPerSplit);
 
   float acc[kGemmPerThread][kGemmPerThread] = {};
-  for (int k0 = 0; k0 < K; k0 += kGemmChunk) {
+  for (int k0 = kBegin; k0 < kEnd; k0 += kGemmChunk) {
     constexpr int kLoads = kGemmChunk * kGemmTile / (kGemmThreads * kGemmThreads);
 #pragma unroll
     for (int r = 0; r < kLoads; ++r) {
@@ -45,10 +52,10 @@ gemm_kernel(const float* a, const float* b, float* c, int M, int N, int K, bool 
       // Consecutive threads walk the dimension that is contiguous in memory.
       int m = transA ? e % kGemmTile : e / kGemmChunk, ka = transA ? e / kGemmTile : e % kGemmChunk;
       int gm = m0 + m, gk = k0 + ka;
-      tileA[ka][m] = gm < M && gk < K ? a[transA ? int64_t(gk) * lda + gm : int64_t(gm) * lda + gk] : 0.f;
+      tileA[ka][m] = gm < M && gk < kEnd ? a[transA ? int64_t(gk) * lda + gm : int64_t(gm) * lda + gk] : 0.f;
       int n = transB ? e / kGemmChunk : e % kGemmTile, kb = transB ? e % kGemmChunk : e / kGemmTile;
       int gn = n0 + n, gkb = k0 + kb;
-      tileB[kb][n] = gn < N && gkb < K ? b[transB ? int64_t(gn) * ldb + gkb : int64_t(gkb) * ldb + gn] : 0.f;
+      tileB[kb][n] = gn < N && gkb < kEnd ? b[transB ? int64_t(gn) * ldb + gkb : int64_t(gkb) * ldb + gn] : 0.f;
     }
     __syncthreads();
 #pragma unroll
@@ -72,7 +79,9 @@ gemm_kernel(const float* a, const float* b, float* c, int M, int N, int K, bool 
 #pragma unroll
     for (int j = 0; j < kGemmPerThread; ++j) {
       int n = n0 + tx + j * kGemmThreads;
-      if (n < N) store_scaled(c[int64_t(m) * N + n], acc[i][j], sT, sO);
+      if (n >= N) continue;
+      if (partials) partials[(int64_t(blockIdx.z) * M + m) * N + n] = acc[i][j];
+      else store_scaled(c[int64_t(m) * N + n], acc[i][j], sT, sO);
     }
   }
 }
@@ -137,10 +146,25 @@ void gemm(const Tensor& a, const Tensor& b, Tensor& c, bool transA, bool transB,
             ") exceed the kernel's 32-bit sizes");
   check_grid_yz(ceil_div_host(M, kGemmTile), "gemm (rows of C)");
   set_device(c);
-  dim3 grid(ceil_div_host(N, kGemmTile), ceil_div_host(M, kGemmTile));
+  // Few tiles of C and a long inner dimension (a fully-connected layer's forward pass on a
+  // small batch): split K so that the GPU fills up. The split depends on the shapes only.
+  int64_t tiles = int64_t(ceil_div_host(M, kGemmTile)) * ceil_div_host(N, kGemmTile);
+  int64_t splits = std::min<int64_t>((kGemmTargetBlocks + tiles - 1) / tiles, K / kGemmMinSplitK);
+  int kPerSplit = static_cast<int>(K);
+  float* partials = nullptr;
+  if (splits > 1) {
+    kPerSplit = ceil_div_host(ceil_div_host(K, splits), kGemmChunk) * kGemmChunk;
+    splits = ceil_div_host(K, kPerSplit);
+    partials = workspace(c.device(), splits * M * N);
+  } else {
+    splits = 1;
+  }
+  dim3 grid(ceil_div_host(N, kGemmTile), ceil_div_host(M, kGemmTile), unsigned(splits));
   gemm_kernel<<<grid, dim3(kGemmThreads, kGemmThreads), 0, stream()>>>(
-      a.data(), b.data(), c.data(), int(M), int(N), int(K), transA, transB, scaleTargets, scaleOutput);
+      a.data(), b.data(), c.data(), partials, int(M), int(N), int(K), kPerSplit, transA, transB, scaleTargets,
+      scaleOutput);
   CCN_CUDA_CHECK_LAUNCH("gemm_kernel");
+  if (partials) sum_chunks(partials, int(splits), c.data(), M * N, scaleTargets, scaleOutput);
 }
 
 void addBias(const Tensor& bias, Tensor& targets, float scaleTargets, float scaleOutput) {

@@ -28,6 +28,12 @@ inline void check_grid_yz(int64_t blocks, const char* what) {
 // reused by the next routine without waiting. Valid until the next call from this thread.
 float* workspace(const Device& device, int64_t count);
 
+// targets[i] = scaleTargets * targets[i] + scaleOutput * sum over c < chunks of partials[c * size + i],
+// chunks added in order: the second pass of the kernels that split a reduction into
+// independent chunks (weightActs, split-K gemm) and stay deterministic.
+void sum_chunks(const float* partials, int chunks, float* targets, int64_t size, float scaleTargets,
+                float scaleOutput);
+
 inline int ceil_div_host(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
 // Floor and ceiling of a / b for b > 0 and any sign of a (C++ division truncates).

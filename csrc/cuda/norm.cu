@@ -12,7 +12,8 @@
 // Layout: (channels, imgSizeY, imgSizeX, numImages) for every tensor, image index fastest.
 // Launch: one thread per element, kThreads per block, grid-stride loop; each thread reads
 // its windows directly (consecutive threads: consecutive images, coalesced). Gradients are
-// gathers, so no atomics. cnorm's backward uses one temporary of the images' size.
+// gathers, so no atomics. cnorm's backward keeps E in a workspace (kernel_util.cuh) of the
+// images' size.
 // Preconditions (checked by ops::): shapes agree, one device, contiguous, size >= 1.
 // Checked here: 32-bit indexing.
 #include "cuda/kernel_util.cuh"
