@@ -9,6 +9,23 @@ import os as _os
 if _os.environ.get("CCN_BUILD_DIR"):
     __path__.insert(0, _os.path.abspath(_os.environ["CCN_BUILD_DIR"]))
 
+
+def _load_blas():
+    """Loads OpenBLAS from the scipy-openblas32 package, wherever it is installed, so that
+    _core finds it even when the two packages sit in different site-packages."""
+    import ctypes
+
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return
+    path = _os.path.join(scipy_openblas32.get_lib_dir(), f"lib{scipy_openblas32.get_library()}.so")
+    if _os.path.exists(path):
+        ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+
+
+_load_blas()
+
 from . import _core  # noqa: E402
 from ._core import Tensor  # noqa: E402
 
