@@ -15,40 +15,12 @@ from PIL import Image
 
 from ccn import checkpoint, export, show
 from ccn.cli import convnet_main, shownet_main
-from trainer_fixtures import SMALL_PARAMS, write_cifar, write_net
+from trainer_fixtures import SMALL_NET, SMALL_PARAMS, write_cifar, write_net
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # conv (colour filters), local (modules), and an fc layer with two image inputs (--input-idx)
-NET = """
-[data]
-type=data
-dataIdx=0
-
-[labels]
-type=data
-dataIdx=1
-
-[conv1]
-type=conv
-inputs=data
-channels=3
-filters=8
-filterSize=5
-padding=2
-stride=2
-initW=0.0001
-neuron=relu
-
-[pool1]
-type=pool
-pool=max
-inputs=conv1
-sizeX=3
-stride=2
-channels=8
-
-[local2]
+LOCAL2 = """[local2]
 type=local
 inputs=pool1
 filters=4
@@ -58,20 +30,9 @@ stride=2
 initW=0.01
 neuron=relu
 
-[fc10]
-type=fc
-inputs=pool1,local2
-outputs=10
-initW=0.01
-
-[probs]
-type=softmax
-inputs=fc10
-
-[logprob]
-type=cost.logreg
-inputs=labels,probs
 """
+NET = SMALL_NET.replace("[fc10]\ntype=fc\ninputs=pool1\n", LOCAL2 + "[fc10]\ntype=fc\ninputs=pool1,local2\n")
+assert "local2" in NET
 
 PARAMS = SMALL_PARAMS.replace("[fc10]", "[local2]\nepsW=0.0001\nepsB=0.0002\nmomW=0.9\nmomB=0.9\nwc=0\n\n[fc10]")
 
