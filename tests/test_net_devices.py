@@ -1,0 +1,119 @@
+"""The whole layer graph on each device: a small net with every common layer type trains
+the same on the device under test as on the CPU, and split across two logical devices of
+that kind as on one."""
+import numpy as np
+import pytest
+
+from ccn import _core, config, weights
+
+NET = """
+[data]
+type=data
+dataIdx=0
+[labels]
+type=data
+dataIdx=1
+[conv1]
+type=conv
+inputs=data
+channels=3
+filters=16
+filterSize=3
+padding=1
+initW=0.1
+neuron=relu
+[pool1]
+type=pool
+pool=max
+inputs=conv1
+sizeX=3
+stride=2
+[rnorm1]
+type=cmrnorm
+inputs=pool1
+size=5
+[local2]
+type=local
+inputs=rnorm1
+filters=4
+filterSize=3
+padding=1
+stride=2
+initW=0.05
+neuron=tanh[1,1]
+[fc1]
+type=fc
+inputs=local2,rnorm1
+outputs=20
+initW=0.05
+neuron=relu
+[drop1]
+type=dropout
+inputs=fc1
+[fc10]
+type=fc
+inputs=drop1
+outputs=10
+initW=0.05
+[probs]
+type=softmax
+inputs=fc10
+[logprob]
+type=cost.logreg
+inputs=labels,probs
+"""
+
+PARAMS = "".join(f"[{name}]\nepsW=0.01\nepsB=0.02\nmomW=0.9\nmomB=0.9\nwc=0.0005\n"
+                 for name in ("conv1", "local2", "fc1", "fc10")) + "[rnorm1]\nscale=0.001\npow=0.75\n"
+
+
+def build(tmp_path, devices, split):
+    net_text = NET.replace("[fc10]\ntype=fc", "[fc10]\ntype=fc\ngpu=1") if split else NET
+    if split:
+        net_text = net_text.replace("[logprob]\ntype=cost.logreg", "[logprob]\ntype=cost.logreg\ngpu=1")
+    (tmp_path / "net.cfg").write_text(net_text)
+    (tmp_path / "params.cfg").write_text(PARAMS)
+    layers = config.load_layers(str(tmp_path / "net.cfg"), str(tmp_path / "params.cfg"), {0: (3, 11, 9), 1: 1})
+    net = _core.Net(layers, devices, 5)
+    rng = np.random.default_rng(0)
+    by_name = {layer["name"]: layer for layer in layers}
+    for layer in layers:
+        if layer["type"] in weights.WEIGHT_TYPES:
+            net.set_params(layer["name"], weights.without_shared(weights.init_params(layer, by_name, rng)))
+    return net
+
+
+def train(net, steps=3, batch=7):
+    rng = np.random.default_rng(1)
+    costs = []
+    for _ in range(steps):
+        x = rng.standard_normal((3 * 11 * 9, batch)).astype(np.float32)
+        y = rng.integers(0, 10, (1, batch)).astype(np.float32)
+        costs.append(net.train_step([x, y])["logprob"][0])
+    return costs, {name: net.get_params(name) for name in net.weight_layer_names()}
+
+
+def assert_same_training(a, b, rtol):
+    costs_a, params_a = a
+    costs_b, params_b = b
+    np.testing.assert_allclose(costs_a, costs_b, rtol=rtol)
+    for name in params_a:
+        for wa, wb in zip(params_a[name]["weights"], params_b[name]["weights"]):
+            np.testing.assert_allclose(wa, wb, rtol=rtol, atol=rtol * np.abs(wa).max(), err_msg=name)
+        np.testing.assert_allclose(params_a[name]["biases"], params_b[name]["biases"], rtol=rtol,
+                                   atol=rtol * max(np.abs(params_a[name]["biases"]).max(), 1e-3), err_msg=name)
+
+
+def as_net_device(device):
+    return "cpu" if device == "cpu" else device.split(":")[1]
+
+
+def test_device_trains_like_cpu(tmp_path, device):
+    reference = train(build(tmp_path, ["cpu"], split=False))
+    assert_same_training(train(build(tmp_path, [as_net_device(device)], split=False)), reference, rtol=1e-4)
+
+
+def test_two_logical_devices_train_like_one(tmp_path, device):
+    d = as_net_device(device)
+    one = train(build(tmp_path, [d], split=False))
+    assert_same_training(train(build(tmp_path, [d, d], split=True)), one, rtol=1e-4)
