@@ -8,7 +8,7 @@
 // so that per group  hidActs = filters^T * col,  colGrad = filters * hidActs  and
 // filterGrad = col * hidActs^T. The column matrix is never built whole: each thread builds
 // chunks of it small enough to stay in its core's cache, CCN_CPU_CONV_WORKSPACE bytes
-// (default 1 MiB), and runs a single-threaded SGEMM on each chunk right after building it.
+// (default 1 MiB; imgActs fits its packed slice of hidActs in it too), and runs a single-threaded SGEMM on each chunk right after building it.
 //  - filterActs and weightActs take chunks of consecutive columns (module, image) of the
 //    flattened column index: such a range is also a plain column range of hidActs (row
 //    stride modules * numImages), so the products read and write hidActs in place.
@@ -132,7 +132,7 @@ void conv_filter_acts(const float* images, const float* filters, float* targets,
 void conv_img_acts(const float* hidActs, const float* filters, float* targets, const Dims& d, float scaleTargets,
                    float scaleOutput) {
   const int64_t n = d.numImages, pixels = d.channels * d.imgY * d.imgX;
-  const int64_t most = d.chunk_columns();
+  const int64_t most = std::max<int64_t>(1, workspace_floats() / (d.colRows + d.groupFilters));  // col and hid
   parallel_for(n, [&](int64_t begin, int64_t end) {
     for (int64_t p = 0; p < pixels; ++p) {
       float* dst = targets + p * n;
