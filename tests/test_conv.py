@@ -156,10 +156,12 @@ def test_weight_acts(device, rng, case):
     check_op(_core.weight_acts, device, rng, [images, hid], filt_shape, ref_weight_acts(images, hid, g), g)
 
 
+@pytest.mark.parametrize("workspace", ["8192", "4"], ids=["chunks", "single-columns"])
 @pytest.mark.parametrize("local", [False, True], ids=["conv", "local"])
-def test_small_workspace_splits_the_batch(device, rng, monkeypatch, local):
-    """A workspace smaller than the whole batch makes the CPU work on chunks of images."""
-    monkeypatch.setenv("CCN_CPU_CONV_WORKSPACE", "8192")
+def test_small_workspace_splits_into_chunks(device, rng, monkeypatch, local, workspace):
+    """A small workspace makes the CPU work on many small column chunks (ranges of
+    (module, image) columns that cross module boundaries), down to single columns."""
+    monkeypatch.setenv("CCN_CPU_CONV_WORKSPACE", workspace)
     g = geometry((4, 9, 7, 3, 6, 1, 2, 2, local, 37, None))
     img_shape, filt_shape, hid_shape = shapes(g, 37)
     images, filters, hid = random(rng, img_shape), random(rng, filt_shape), random(rng, hid_shape)

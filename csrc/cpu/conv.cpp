@@ -2,22 +2,28 @@
 // cuda-convnet's layouts (see ops/conv.h): images (channels, y, x, numImages),
 // hidActs (filters, modulesY, modulesX, numImages), filters (rows, numFilters).
 //
-// Convolution lowers to SGEMM (cpu/blas.h) over a column matrix built
-// in the same image-innermost layout:
+// Convolution lowers to SGEMM (cpu/blas.h) over a column matrix built in the same
+// image-innermost layout:
 //   col[(channel, filterRow, filterCol), (moduleY, moduleX, image)]
 // so that per group  hidActs = filters^T * col,  colGrad = filters * hidActs  and
-// filterGrad = col * hidActs^T. The batch is cut into chunks of images so that the column
-// matrix (and, for a partial batch, a copy of hidActs) stays within a fixed workspace,
-// CCN_CPU_CONV_WORKSPACE bytes (default 64 MiB). Chunks are big on purpose: with the image
-// index innermost, im2col copies runs of `chunk` floats, and large GEMMs thread well. The
-// chunks are visited in a fixed order whatever the thread count, so the filter gradient,
-// summed chunk after chunk, is bit-for-bit repeatable.
+// filterGrad = col * hidActs^T. The column matrix is never built whole: each thread builds
+// chunks of it small enough to stay in its core's cache, CCN_CPU_CONV_WORKSPACE bytes
+// (default 1 MiB; imgActs fits its packed slice of hidActs in it too), and runs a single-threaded SGEMM on each chunk right after building it.
+//  - filterActs and weightActs take chunks of consecutive columns (module, image) of the
+//    flattened column index: such a range is also a plain column range of hidActs (row
+//    stride modules * numImages), so the products read and write hidActs in place.
+//    weightActs sums each thread's chunks into a private filter gradient, and the partials
+//    are added in thread order: bit-for-bit repeatable for a given thread count.
+//  - imgActs gives each thread its own images (windows of different modules overlap in the
+//    image, images never do), and scatters each chunk (a range of modules times a range of
+//    the thread's images) of colGrad into the image gradient as soon as it is computed.
 //
 // Locally-connected layers (a filter bank per module) are direct loops, threaded over
 // modules or over image rows so that no two threads write the same output.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -28,7 +34,7 @@
 namespace ccn::cpu {
 namespace {
 
-constexpr int64_t kDefaultWorkspaceBytes = int64_t(64) << 20;
+constexpr int64_t kDefaultWorkspaceBytes = int64_t(1) << 20;
 constexpr int64_t kGrainFloats = 1 << 14;  // floats of work per thread chunk below which threading does not pay
 
 int64_t workspace_floats() {
@@ -51,11 +57,8 @@ struct Dims {
         filterChannels(g.filterChannels()), groupFilters(g.numFilters / g.groups), modules(g.modules()),
         colRows(int64_t(g.filterChannels()) * g.filterPixels()), numImages(images) {}
 
-  // Images per chunk: the column matrix plus a copy of a group's hidActs fit the workspace.
-  int64_t chunk_images() const {
-    int64_t per_image = (colRows + groupFilters) * modules;
-    return std::clamp<int64_t>(workspace_floats() / per_image, 1, numImages);
-  }
+  // Columns of the column matrix per chunk: one chunk fits the workspace.
+  int64_t chunk_columns() const { return std::max<int64_t>(1, workspace_floats() / colRows); }
   // Image row (or column) that filter offset `f` of module `m` reads; may be outside the image.
   int64_t pixel(int64_t m, int64_t f) const { return m * stride - padding + f; }
 };
@@ -65,149 +68,143 @@ int64_t grain_for(int64_t floats_per_item) {
   return std::max<int64_t>(1, kGrainFloats / std::max<int64_t>(1, floats_per_item));
 }
 
-// col[(c, fy, fx), (my, mx, j)] = images[group * filterChannels + c, y, x, first + j] for the
-// pixel (y, x) that filter offset (fy, fx) of module (my, mx) reads; 0 outside the image.
+// Splits `total` columns into chunks of at most `most` columns, as many chunks as a multiple
+// of the thread count (so threads get equal shares), all of `size` columns but the last.
+struct Chunks {
+  int64_t count, size;
+  Chunks(int64_t total, int64_t most) {
+    int64_t threads = num_threads();
+    count = std::max<int64_t>(1, (total + most - 1) / most);
+    count = (count + threads - 1) / threads * threads;
+    size = std::max<int64_t>(1, (total + count - 1) / count);
+    count = (total + size - 1) / size;
+  }
+};
+
+// Columns [first, first + count) of the group's column matrix (flattened column index
+// module * numImages + image), into col (colRows, count):
+//   col[(c, fy, fx), column] = images[group * filterChannels + c, y, x, image]
+// for the pixel (y, x) that filter offset (fy, fx) of the column's module reads; 0 outside.
 void im2col(const float* images, const Dims& d, int64_t group, int64_t first, int64_t count, float* col) {
-  parallel_for(d.colRows * d.modY, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      int64_t k = r / d.modY, my = r % d.modY;
-      int64_t c = group * d.filterChannels + k / (d.filterSize * d.filterSize);
-      int64_t fy = (k / d.filterSize) % d.filterSize, fx = k % d.filterSize;
-      int64_t y = d.pixel(my, fy);
-      float* dst = col + (k * d.modules + my * d.modX) * count;
-      if (y < 0 || y >= d.imgY) {
-        std::fill(dst, dst + d.modX * count, 0.f);
-        continue;
-      }
-      for (int64_t mx = 0; mx < d.modX; ++mx) {
-        int64_t x = d.pixel(mx, fx);
-        if (x < 0 || x >= d.imgX)
-          std::fill(dst + mx * count, dst + (mx + 1) * count, 0.f);
-        else
-          std::memcpy(dst + mx * count, images + ((c * d.imgY + y) * d.imgX + x) * d.numImages + first,
-                      sizeof(float) * count);
-      }
+  const int64_t n = d.numImages;
+  for (int64_t k = 0; k < d.colRows; ++k) {
+    int64_t c = group * d.filterChannels + k / (d.filterSize * d.filterSize);
+    int64_t fy = (k / d.filterSize) % d.filterSize, fx = k % d.filterSize;
+    const float* channel = images + c * d.imgY * d.imgX * n;
+    float* dst = col + k * count;
+    for (int64_t column = first; column < first + count;) {
+      int64_t m = column / n, j = column % n, run = std::min(n - j, first + count - column);
+      int64_t y = d.pixel(m / d.modX, fy), x = d.pixel(m % d.modX, fx);
+      if (y < 0 || y >= d.imgY || x < 0 || x >= d.imgX)
+        std::fill(dst, dst + run, 0.f);
+      else
+        std::memcpy(dst, channel + (y * d.imgX + x) * n + j, sizeof(float) * run);
+      dst += run;
+      column += run;
     }
-  }, grain_for(d.modX * count));
+  }
 }
 
-// The inverse gather of im2col: every pixel of the group's channels sums the column
-// entries that read it, and is stored as targets = scaleTargets * targets + scaleOutput * sum.
-// Threads own disjoint image rows, and each pixel sums in a fixed (fy, fx) order.
-void col2im(const float* col, const Dims& d, int64_t group, int64_t first, int64_t count, float* targets,
-            float scaleTargets, float scaleOutput) {
-  parallel_for(d.filterChannels * d.imgY, [&](int64_t begin, int64_t end) {
-    std::vector<float> sum(count);
-    for (int64_t r = begin; r < end; ++r) {
-      int64_t c = r / d.imgY, y = r % d.imgY;
-      for (int64_t x = 0; x < d.imgX; ++x) {
-        std::fill(sum.begin(), sum.end(), 0.f);
-        for (int64_t fy = 0; fy < d.filterSize; ++fy) {
-          int64_t ty = y + d.padding - fy;  // = my * stride
-          if (ty < 0 || ty % d.stride != 0 || ty / d.stride >= d.modY) continue;
-          int64_t my = ty / d.stride;
-          for (int64_t fx = 0; fx < d.filterSize; ++fx) {
-            int64_t tx = x + d.padding - fx;
-            if (tx < 0 || tx % d.stride != 0 || tx / d.stride >= d.modX) continue;
-            int64_t mx = tx / d.stride;
-            int64_t k = (c * d.filterSize + fy) * d.filterSize + fx;
-            const float* src = col + (k * d.modules + my * d.modX + mx) * count;
-            for (int64_t j = 0; j < count; ++j) sum[j] += src[j];
-          }
-        }
-        float* dst = targets + (((group * d.filterChannels + c) * d.imgY + y) * d.imgX + x) * d.numImages + first;
-        for (int64_t j = 0; j < count; ++j) store_scaled(dst[j], sum[j], scaleTargets, scaleOutput);
-      }
-    }
-  }, grain_for(d.imgX * count * d.filterSize));
-}
-
-// hid[(f, m), j] = hidActs[group * groupFilters + f, m, first + j]: a group's hidActs for a
-// chunk of images, packed image-innermost.
-void pack_hid(const float* hidActs, const Dims& d, int64_t group, int64_t first, int64_t count, float* hid) {
-  parallel_for(d.groupFilters * d.modules, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      std::memcpy(hid + r * count, hidActs + (group * d.groupFilters * d.modules + r) * d.numImages + first,
-                  sizeof(float) * count);
-  }, grain_for(count));
-}
-
-// An uninitialised float buffer from the CPU caching allocator.
-Tensor workspace(int64_t floats) { return Tensor::empty({std::max<int64_t>(floats, 1)}); }
+// An uninitialised float buffer private to one thread.
+std::unique_ptr<float[]> scratch(int64_t floats) { return std::unique_ptr<float[]>(new float[floats]); }
 
 void conv_filter_acts(const float* images, const float* filters, float* targets, const Dims& d,
                       float scaleTargets, float scaleOutput) {
-  int64_t chunk = d.chunk_images();
-  bool whole_batch = chunk == d.numImages;
-  Tensor col = workspace(d.colRows * d.modules * chunk);
-  Tensor out = workspace(whole_batch ? 0 : d.groupFilters * d.modules * chunk);
-  for (int64_t first = 0; first < d.numImages; first += chunk) {
-    int64_t count = std::min(chunk, d.numImages - first), cols = d.modules * count;
-    for (int64_t group = 0; group < d.groups; ++group) {
-      im2col(images, d, group, first, count, col.data());
-      const float* groupFilters = filters + group * d.groupFilters;
-      float* groupTargets = targets + group * d.groupFilters * d.modules * d.numImages;
-      if (whole_batch) {  // the product already has the targets' layout
-        sgemm(true, false, d.groupFilters, cols, d.colRows, scaleOutput, groupFilters, d.numFilters, col.data(),
-              cols, scaleTargets, groupTargets, cols);
-        continue;
+  const int64_t total = d.modules * d.numImages;
+  const Chunks chunks(total, d.chunk_columns());
+  parallel_for(chunks.count, [&](int64_t begin, int64_t end) {
+    auto col = scratch(d.colRows * chunks.size);
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      int64_t first = chunk * chunks.size, count = std::min(chunks.size, total - first);
+      for (int64_t group = 0; group < d.groups; ++group) {
+        im2col(images, d, group, first, count, col.get());
+        sgemm(true, false, d.groupFilters, count, d.colRows, scaleOutput, filters + group * d.groupFilters,
+              d.numFilters, col.get(), count, scaleTargets, targets + group * d.groupFilters * total + first,
+              total);
       }
-      sgemm(true, false, d.groupFilters, cols, d.colRows, 1.f, groupFilters, d.numFilters, col.data(), cols, 0.f,
-            out.data(), cols);
-      const float* product = out.data();
-      parallel_for(d.groupFilters * d.modules, [&](int64_t begin, int64_t end) {
-        for (int64_t r = begin; r < end; ++r) {
-          float* dst = groupTargets + r * d.numImages + first;
-          const float* src = product + r * count;
-          for (int64_t j = 0; j < count; ++j) store_scaled(dst[j], src[j], scaleTargets, scaleOutput);
-        }
-      }, grain_for(count));
     }
-  }
+  });
 }
 
+// Threads own disjoint image ranges. Each first scales its part of targets by scaleTargets,
+// then for chunks of (modules x its images) computes colGrad = scaleOutput * filters * hid
+// and adds every entry to the pixel it came from, in a fixed order.
 void conv_img_acts(const float* hidActs, const float* filters, float* targets, const Dims& d, float scaleTargets,
                    float scaleOutput) {
-  int64_t chunk = d.chunk_images();
-  bool whole_batch = chunk == d.numImages;
-  Tensor col = workspace(d.colRows * d.modules * chunk);
-  Tensor hid = workspace(whole_batch ? 0 : d.groupFilters * d.modules * chunk);
-  for (int64_t first = 0; first < d.numImages; first += chunk) {
-    int64_t count = std::min(chunk, d.numImages - first), cols = d.modules * count;
-    for (int64_t group = 0; group < d.groups; ++group) {
-      const float* groupHid = hidActs + group * d.groupFilters * d.modules * d.numImages;
-      if (!whole_batch) {
-        pack_hid(hidActs, d, group, first, count, hid.data());
-        groupHid = hid.data();
-      }
-      sgemm(false, false, d.colRows, cols, d.groupFilters, 1.f, filters + group * d.groupFilters, d.numFilters,
-            groupHid, cols, 0.f, col.data(), cols);
-      col2im(col.data(), d, group, first, count, targets, scaleTargets, scaleOutput);
+  const int64_t n = d.numImages, pixels = d.channels * d.imgY * d.imgX;
+  const int64_t most = std::max<int64_t>(1, workspace_floats() / (d.colRows + d.groupFilters));  // col and hid
+  parallel_for(n, [&](int64_t begin, int64_t end) {
+    for (int64_t p = 0; p < pixels; ++p) {
+      float* dst = targets + p * n;
+      if (scaleTargets == 0.f)
+        std::fill(dst + begin, dst + end, 0.f);
+      else
+        for (int64_t j = begin; j < end; ++j) dst[j] *= scaleTargets;
     }
-  }
+    int64_t images = std::min(end - begin, most);
+    int64_t modules = std::clamp<int64_t>(most / images, 1, d.modules);
+    auto hid = scratch(d.groupFilters * modules * images);
+    auto col = scratch(d.colRows * modules * images);
+    for (int64_t i0 = begin; i0 < end; i0 += images) {
+      int64_t ni = std::min(images, end - i0);
+      for (int64_t m0 = 0; m0 < d.modules; m0 += modules) {
+        int64_t nm = std::min(modules, d.modules - m0), cols = nm * ni;
+        for (int64_t group = 0; group < d.groups; ++group) {
+          for (int64_t f = 0; f < d.groupFilters; ++f)
+            for (int64_t m = 0; m < nm; ++m)
+              std::memcpy(hid.get() + f * cols + m * ni,
+                          hidActs + ((group * d.groupFilters + f) * d.modules + m0 + m) * n + i0, sizeof(float) * ni);
+          sgemm(false, false, d.colRows, cols, d.groupFilters, scaleOutput, filters + group * d.groupFilters,
+                d.numFilters, hid.get(), cols, 0.f, col.get(), cols);
+          for (int64_t k = 0; k < d.colRows; ++k) {
+            int64_t c = group * d.filterChannels + k / (d.filterSize * d.filterSize);
+            int64_t fy = (k / d.filterSize) % d.filterSize, fx = k % d.filterSize;
+            const float* src = col.get() + k * cols;
+            for (int64_t m = 0; m < nm; ++m, src += ni) {
+              int64_t y = d.pixel((m0 + m) / d.modX, fy), x = d.pixel((m0 + m) % d.modX, fx);
+              if (y < 0 || y >= d.imgY || x < 0 || x >= d.imgX) continue;
+              float* dst = targets + ((c * d.imgY + y) * d.imgX + x) * n + i0;
+              for (int64_t j = 0; j < ni; ++j) dst[j] += src[j];
+            }
+          }
+        }
+      }
+    }
+  }, std::min<int64_t>(n, 16));
 }
 
+// Each of num_threads() parts sums its share of the column chunks into a private gradient
+// (colRows, numFilters); the parts are then added in order.
 void conv_weight_acts(const float* images, const float* hidActs, float* targets, const Dims& d, float scaleTargets,
                       float scaleOutput) {
-  int64_t chunk = d.chunk_images();
-  bool whole_batch = chunk == d.numImages;
-  Tensor col = workspace(d.colRows * d.modules * chunk);
-  Tensor hid = workspace(whole_batch ? 0 : d.groupFilters * d.modules * chunk);
-  for (int64_t first = 0; first < d.numImages; first += chunk) {
-    int64_t count = std::min(chunk, d.numImages - first), cols = d.modules * count;
-    // The first chunk applies scaleTargets; later chunks add to the running sum.
-    float beta = first == 0 ? scaleTargets : 1.f;
-    for (int64_t group = 0; group < d.groups; ++group) {
-      im2col(images, d, group, first, count, col.data());
-      const float* groupHid = hidActs + group * d.groupFilters * d.modules * d.numImages;
-      if (!whole_batch) {
-        pack_hid(hidActs, d, group, first, count, hid.data());
-        groupHid = hid.data();
+  const int64_t total = d.modules * d.numImages, grad_size = d.colRows * d.numFilters;
+  const Chunks chunks(total, d.chunk_columns());
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), chunks.count));
+  auto partials = scratch(parts * grad_size);
+  parallel_for(parts, [&](int64_t begin, int64_t end) {
+    auto col = scratch(d.colRows * chunks.size);
+    for (int64_t part = begin; part < end; ++part) {
+      float* grad = partials.get() + part * grad_size;
+      int64_t first_chunk = part * chunks.count / parts, end_chunk = (part + 1) * chunks.count / parts;
+      if (first_chunk == end_chunk) std::fill(grad, grad + grad_size, 0.f);
+      for (int64_t chunk = first_chunk; chunk < end_chunk; ++chunk) {
+        int64_t first = chunk * chunks.size, count = std::min(chunks.size, total - first);
+        for (int64_t group = 0; group < d.groups; ++group) {
+          im2col(images, d, group, first, count, col.get());
+          sgemm(false, true, d.colRows, d.groupFilters, count, 1.f, col.get(), count,
+                hidActs + group * d.groupFilters * total + first, total, chunk == first_chunk ? 0.f : 1.f,
+                grad + group * d.groupFilters, d.numFilters);
+        }
       }
-      sgemm(false, true, d.colRows, d.groupFilters, cols, scaleOutput, col.data(), cols, groupHid, cols, beta,
-            targets + group * d.groupFilters, d.numFilters);
     }
-  }
+  });
+  parallel_for(grad_size, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float sum = partials[i];
+      for (int64_t part = 1; part < parts; ++part) sum += partials[part * grad_size + i];
+      store_scaled(targets[i], sum, scaleTargets, scaleOutput);
+    }
+  }, kGrainFloats);
 }
 
 // Dot product in eight interleaved partial sums (so it vectorises), always in that order.
