@@ -1,11 +1,13 @@
 """Weight shapes, initialisation (initW / initB / initWFunc) and fine-tune copying.
 
-Shapes follow the design: conv (filterChannels*filterSize^2, filters); local
-(modules*filterChannels*filterSize^2, filters); fc (inputs_i, outputs); biases a vector.
+Shapes come from config.py (conv (filterChannels*filterSize^2, filters); local
+(modules*filterChannels*filterSize^2, filters); fc (inputs_i, outputs); biases a vector).
 """
 import importlib
 
 import numpy as np
+
+from . import config
 
 WEIGHT_TYPES = ("conv", "local", "fc")
 
@@ -17,18 +19,10 @@ def _per_input(layer, key, default=None):
 
 
 def weight_shapes(layer, layers_by_name):
-    """[(rows, cols) for each weight matrix], bias shape."""
-    t = layer["type"]
-    if t in ("conv", "local"):
-        rows = layer["filterChannels"] * layer["filterSize"] ** 2
-        modules = layer["modulesY"] * layer["modulesX"]
-        if t == "local":
-            rows *= modules
-        shared = t == "conv" and layer.get("sharedBiases", True)
-        return [(rows, layer["filters"])], (layer["filters"] * (1 if shared else modules),)
-    if t == "fc":
-        return [(layers_by_name[i]["outputs"], layer["outputs"]) for i in layer["inputs"]], (layer["outputs"],)
-    raise ValueError(f"layer '{layer['name']}' of type {t} has no weights")
+    """[(rows, cols) for each weight matrix], (bias length,): the shapes config.py derives."""
+    if layer["type"] not in WEIGHT_TYPES:
+        raise ValueError(f"layer '{layer['name']}' of type {layer['type']} has no weights")
+    return config.weight_shapes(layer, layers_by_name), (config.bias_shape(layer),)
 
 
 def _call_init_func(spec, layer, idx, shape):
