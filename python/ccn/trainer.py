@@ -204,13 +204,15 @@ class Trainer:
         totals = CostTotals()
         for s, e in _slices(images.shape[1], self.op["mini"]):
             costs = self.net.train_step([_columns(images, s, e), _columns(labels, s, e)])
-            self._check_finite(costs, f"epoch {epoch}, batch {batchnum}")
+            # the costs show a NaN from the forward pass; the net is scanned (weights and
+            # activations) to name the layer, and after the batch's last update
+            self._check_finite(costs, f"epoch {epoch}, batch {batchnum}", scan_net=e == images.shape[1])
             totals.add(costs, e - s)
         return totals
 
-    def _check_finite(self, costs, where):
+    def _check_finite(self, costs, where, scan_net):
         bad = [name for name, values in costs.items() if not all(math.isfinite(v) for v in values)]
-        layer = self.net.check_finite()
+        layer = self.net.check_finite() if bad or scan_net else None
         if bad or layer:
             last = checkpoint.list_checkpoints(self.run_dir) if self.run_dir and os.path.isdir(self.run_dir) else []
             kept = f"the last checkpoint {last[-1]} is unchanged" if last else "no checkpoint was written"
