@@ -3,7 +3,6 @@ shownet.py (plots of a trained net)."""
 import sys
 
 from . import checkpoint, options
-from .config import ConfigError
 
 
 def convnet_main(argv=None):
@@ -43,10 +42,7 @@ def convnet_main(argv=None):
             return 0
         trainer.train()
         return 0
-    except (ConfigError, checkpoint.CheckpointError) as e:
-        print(f"convnet: error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:  # ConfigError, CheckpointError, TrainingError among them
         print(f"convnet: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
