@@ -4,7 +4,7 @@ that kind as on one."""
 import numpy as np
 import pytest
 
-from ccn import _core, config, weights
+from ccn import _core, config
 
 NET = """
 [data]
@@ -67,19 +67,19 @@ PARAMS = "".join(f"[{name}]\nepsW=0.01\nepsB=0.02\nmomW=0.9\nmomB=0.9\nwc=0.0005
                  for name in ("conv1", "local2", "fc1", "fc10")) + "[rnorm1]\nscale=0.001\npow=0.75\n"
 
 
-def build(tmp_path, devices, split):
+def _write(tmp_path, split=False):
     net_text = NET.replace("[fc10]\ntype=fc", "[fc10]\ntype=fc\ngpu=1") if split else NET
     if split:
         net_text = net_text.replace("[logprob]\ntype=cost.logreg", "[logprob]\ntype=cost.logreg\ngpu=1")
     (tmp_path / "net.cfg").write_text(net_text)
     (tmp_path / "params.cfg").write_text(PARAMS)
-    layers = config.load_layers(str(tmp_path / "net.cfg"), str(tmp_path / "params.cfg"), {0: (3, 11, 9), 1: 1})
+    return str(tmp_path / "net.cfg"), str(tmp_path / "params.cfg")
+
+
+def build(tmp_path, devices, split):
+    layers = config.load_layers(*_write(tmp_path, split), {0: (3, 11, 9), 1: 1})
     net = _core.Net(layers, devices, 5)
-    rng = np.random.default_rng(0)
-    by_name = {layer["name"]: layer for layer in layers}
-    for layer in layers:
-        if layer["type"] in weights.WEIGHT_TYPES:
-            net.set_params(layer["name"], weights.without_shared(weights.init_params(layer, by_name, rng)))
+    config.set_learning_params(net, layers, 0.0)
     return net
 
 
@@ -117,3 +117,32 @@ def test_two_logical_devices_train_like_one(tmp_path, device):
     d = as_net_device(device)
     one = train(build(tmp_path, [d], split=False))
     assert_same_training(train(build(tmp_path, [d, d], split=True)), one, rtol=1e-4)
+
+
+def test_one_seed_gives_the_same_initial_weights_on_every_device(tmp_path, device):
+    """Initial weights are drawn once, on the host, from the seed's Philox stream: bit for bit
+    the same on the CPU, on a CUDA device and split over two logical devices."""
+    d = as_net_device(device)
+    nets = [build(tmp_path, ["cpu"], split=False), build(tmp_path, [d], split=False),
+            build(tmp_path, [d, d], split=True)]
+    for name in nets[0].weight_layer_names():
+        first = nets[0].get_params(name)
+        for other in nets[1:]:
+            params = other.get_params(name)
+            for wa, wb in zip(first["weights"], params["weights"]):
+                np.testing.assert_array_equal(wa, wb, err_msg=name)
+            np.testing.assert_array_equal(first["biases"], params["biases"], err_msg=name)
+
+
+def test_initial_weights_follow_initw_and_the_seed(tmp_path):
+    """Each matrix is initW * N(0, 1), biases initB; another seed draws other weights."""
+    layers = config.load_layers(*_write(tmp_path), {0: (3, 11, 9), 1: 1})
+    init_w = {layer["name"]: layer["initW"] for layer in layers if "initW" in layer}
+    a, b = _core.Net(layers, ["cpu"], 5), _core.Net(layers, ["cpu"], 6)
+    for name, scales in init_w.items():
+        scale = scales[0] if isinstance(scales, list) else scales
+        w = a.get_params(name)["weights"][0]
+        assert abs(w.mean()) < 4 * scale / np.sqrt(w.size)
+        assert abs(w.std() / scale - 1) < 4 / np.sqrt(w.size) + 0.02, name
+        assert (a.get_params(name)["biases"] == 0).all()
+        assert not np.array_equal(w, b.get_params(name)["weights"][0])

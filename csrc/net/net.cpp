@@ -168,6 +168,9 @@ void Net::createWeights() {
       src = dynamic_cast<WeightLayer*>(candidate.get());
       CCN_CHECK(src, "layer '", wl->name(), "': weightSource '", source, "' names a ", candidate->type(),
                 " layer, which has no weights");
+      CCN_CHECK(src->type() == wl->type(), "layer '", wl->name(), "': weightSource '", source, "' names a ",
+                src->type(), " layer; weights are shared between layers of one type (this one is ",
+                wl->type(), ")");
     }
     CCN_CHECK(src, "layer '", wl->name(), "': weightSource '", source, "' names no layer");
     CCN_CHECK(srcIndex < src->numWeights(), "layer '", wl->name(), "': weightSource '", source, "': layer '",
@@ -184,10 +187,8 @@ void Net::createWeights() {
     slot.shared = true;
     return slot.store;
   };
-  for (WeightLayer* wl : weightLayers) {
+  for (WeightLayer* wl : weightLayers)
     for (size_t i = 0; i < wl->numWeights(); ++i) resolve(wl, i, 0);
-    wl->applyConfiguredLearningParams();
-  }
 }
 
 void Net::createReplicas() {

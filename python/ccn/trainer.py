@@ -73,7 +73,6 @@ class Trainer:
         self.op = op
         self.state = state or {}
         self.run_dir = run_dir
-        self.rng = np.random.default_rng(op["seed"])
         self.train_dp = self._provider(op["train_range"], test=False) if not op["test_only"] else None
         self.test_dp = self._provider(op["test_range"], test=True, multiview=op["multiview_test"])
         dp = self.test_dp
@@ -91,6 +90,7 @@ class Trainer:
         self.epoch, self.batchnum = self.state.get("epoch", 1), self.state.get("batchnum", 0)
         self.batches_done = self.state.get("batches_done", 0)
         self._init_params()
+        self._set_learning_params()
         if "rng_counter" in self.state and not op.get("finetune"):
             self.net.rng_counter = self.state["rng_counter"]
 
@@ -109,6 +109,8 @@ class Trainer:
         return data.get_provider(op["data_provider"], op["data_path"], batch_range, test=test, **params)
 
     def _init_params(self):
+        """The engine drew every layer's initial weights from the seed; replaced here by a
+        checkpoint's, a fine-tuned net's or the layer file's initWFunc / initBFunc."""
         stored = self.state.get("params", {})
         finetune = self.op.get("finetune")
         for layer in self.layers:
@@ -116,13 +118,14 @@ class Trainer:
                 continue
             name = layer["name"]
             if finetune:
-                params, reused = weights.finetune_params(layer, self.by_name, stored.get(name), self.rng)
+                reused = weights.load_finetuned(self.net, name, stored.get(name))
+                if not reused:
+                    weights.apply_init_funcs(self.net, layer)
                 print(f"  {name}: {'weights loaded' if reused else 're-initialised'}")
             elif name in stored:
-                params = stored[name]
+                self.net.set_params(name, stored[name])
             else:
-                params = weights.init_params(layer, self.by_name, self.rng)
-            self.net.set_params(name, weights.without_shared(params))
+                weights.apply_init_funcs(self.net, layer)
         if finetune:  # a fine-tuned net starts a new run: no history
             self.epoch, self.batchnum, self.batches_done = 1, 0, 0
             self.train_outputs, self.test_outputs = [], []
@@ -135,16 +138,10 @@ class Trainer:
         return (self.epoch + 1, batch_range[0]) if i == len(batch_range) - 1 else (self.epoch, batch_range[i + 1])
 
     def _set_learning_params(self):
-        total = max(1, self.op["epochs"] * len(self.train_dp.batch_range))
-        progress = min(1.0, self.batches_done / total)
-        for layer in self.layers:
-            if layer["type"] not in WEIGHT_TYPES:
-                continue
-            self.net.set_learning_params(
-                layer["name"],
-                [config.schedule_value(s, progress) for s in layer["epsW"]],
-                config.schedule_value(layer["epsB"], progress),
-                list(layer["momW"]), layer["momB"], list(layer["wc"]))
+        """Evaluates the schedules at the run's progress (batches done / batches planned)."""
+        batches = len(self.train_dp.batch_range) if self.train_dp else 1
+        progress = min(1.0, self.batches_done / max(1, self.op["epochs"] * batches))
+        config.set_learning_params(self.net, self.layers, progress)
 
     # -- training ------------------------------------------------------------------------
     def train(self):
@@ -351,21 +348,29 @@ class Trainer:
                 values = params[key] if idx is None else params[key][idx]
                 picks = rng.choice(values.size, size=min(entries, values.size), replace=False)
                 spread = float(np.abs(values).mean())
-                numeric, exact = [], []
-                for flat in picks:
-                    old = values.flat[flat]
-                    h = 1e-2 * max(abs(old), spread, 1e-1 if key == "biases" else 1e-4)
-                    vals = []
-                    for delta in (h, -h):
-                        values.flat[flat] = old + delta
+
+                def relative_error(step_scale):
+                    numeric, exact = [], []
+                    for flat in picks:
+                        old = values.flat[flat]
+                        h = step_scale * max(abs(old), spread, 1e-1 if key == "biases" else 1e-4)
+                        vals = []
+                        for delta in (h, -h):
+                            values.flat[flat] = old + delta
+                            self.net.set_params(name, {key: values if idx is None else _with(params[key], idx, values)})
+                            vals.append(objective())
+                        values.flat[flat] = old
                         self.net.set_params(name, {key: values if idx is None else _with(params[key], idx, values)})
-                        vals.append(objective())
-                    values.flat[flat] = old
-                    self.net.set_params(name, {key: values if idx is None else _with(params[key], idx, values)})
-                    numeric.append((vals[0] - vals[1]) / (2 * h))
-                    exact.append(analytic.flat[flat])
-                numeric, exact = np.array(numeric), np.array(exact)
-                err = np.linalg.norm(numeric - exact) / max(np.linalg.norm(numeric), np.linalg.norm(exact), 1e-8)
+                        numeric.append((vals[0] - vals[1]) / (2 * h))
+                        exact.append(analytic.flat[flat])
+                    numeric, exact = np.array(numeric), np.array(exact)
+                    return np.linalg.norm(numeric - exact) / max(np.linalg.norm(numeric), np.linalg.norm(exact), 1e-8)
+
+                # A step that moves some unit across a ReLU or max kink spoils the difference
+                # quotient: a failing entry set is measured again with a 10x smaller step.
+                err = relative_error(1e-2)
+                if err >= rel_tol:
+                    err = min(err, relative_error(1e-3))
                 ok = err < rel_tol
                 all_pass &= ok
                 print(f"{'PASS' if ok else 'FAIL'}  {name}.{label}: relative error {err:.2e}")
