@@ -97,15 +97,11 @@ class Trainer:
     # -- setup -------------------------------------------------------------------------
     def _provider(self, batch_range, test, multiview=False):
         op = self.op
-        params = dict(seed=op["seed"])
-        if op["data_provider"] == "cifar-cropped":  # the options only this provider takes
-            params.update(crop_border=op["crop_border"], color_noise=0.0 if test else op["color_noise"])
-            if op["inner_size"]:
-                params.update(inner_size=op["inner_size"], crop_border=None)
-            if test:
-                params.update(multiview=multiview)
-        elif multiview:
-            raise ValueError(f"--multiview-test: the {op['data_provider']} provider has a single view")
+        params = dict(seed=op["seed"], **data.provider_params(op["data_provider"], op, test))
+        if multiview:
+            if not getattr(data.PROVIDERS[op["data_provider"]], "multiview_capable", False):
+                raise ValueError(f"--multiview-test: the {op['data_provider']} provider has a single view")
+            params.update(multiview=True)
         return data.get_provider(op["data_provider"], op["data_path"], batch_range, test=test, **params)
 
     def _init_params(self):
