@@ -550,7 +550,7 @@ def test_batch_size_changes_and_acts_shapes(rng):
     w = net.get_params("fc")["weights"][0]
     w[0, 0] = np.nan
     net.set_params("fc", {"weights": [w]})
-    assert net.check_finite() == "fc"
+    assert net.check_finite() == "the weights of layer 'fc'"
 
 
 def test_layer_params_can_be_reset(rng):

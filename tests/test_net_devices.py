@@ -146,3 +146,81 @@ def test_initial_weights_follow_initw_and_the_seed(tmp_path):
         assert abs(w.std() / scale - 1) < 4 / np.sqrt(w.size) + 0.02, name
         assert (a.get_params(name)["biases"] == 0).all()
         assert not np.array_equal(w, b.get_params(name)["weights"][0])
+
+
+def test_staged_batches_sliced_on_the_device_train_like_host_minibatches(tmp_path, device):
+    """stage_batch copies a whole batch to the device once and train_slice takes minibatches
+    of it there; the next batch is staged while the current one trains (double buffer).
+    The weights after two batches equal those of train_step on host-sliced minibatches."""
+    d = as_net_device(device)
+    rng = np.random.default_rng(3)
+    batches = [(rng.standard_normal((3 * 11 * 9, 20)).astype(np.float32),
+                rng.integers(0, 10, (1, 20)).astype(np.float32)) for _ in range(2)]
+    reference = build(tmp_path, [d], split=False)
+    for x, y in batches:
+        for s in range(0, 20, 8):
+            reference.train_step([np.ascontiguousarray(x[:, s:s + 8]), np.ascontiguousarray(y[:, s:s + 8])])
+    staged = build(tmp_path, [d], split=False)
+    staged.stage_batch(list(batches[0]))
+    for i in range(2):
+        assert staged.begin_batch() == 20
+        if i == 0:
+            staged.stage_batch(list(batches[1]))  # the back buffer, while batch 0 trains
+        for s in range(0, 20, 8):
+            staged.train_slice(s, min(s + 8, 20))
+    for name in reference.weight_layer_names():
+        for wa, wb in zip(reference.get_params(name)["weights"], staged.get_params(name)["weights"]):
+            np.testing.assert_array_equal(wa, wb, err_msg=name)
+
+
+def test_staged_batch_errors(tmp_path):
+    net = build(tmp_path, ["cpu"], split=False)
+    with pytest.raises(ValueError, match="no data batch is staged"):
+        net.begin_batch()
+    with pytest.raises(ValueError, match="no data batch is loaded"):
+        net.train_slice(0, 4)
+    x = np.zeros((5, 4), np.float32)
+    with pytest.raises(ValueError, match=r"data\[0\] must have shape \(297, numCases\)"):
+        net.stage_batch([x, np.zeros((1, 4), np.float32)])
+    x = np.ones((297, 6), np.float32)
+    with pytest.raises(ValueError, match=r"data\[1\] has 4 cases"):
+        net.stage_batch([x, np.zeros((1, 4), np.float32)])
+    net.stage_batch([x, np.zeros((1, 6), np.float32)])
+    net.begin_batch()
+    with pytest.raises(ValueError, match=r"cases \[4, 9\) are not a range within the current batch's 6"):
+        net.train_slice(4, 9)
+
+
+def _step(net, rng):
+    x = rng.standard_normal((3 * 11 * 9, 7)).astype(np.float32)
+    net.train_step([x, rng.integers(0, 10, (1, 7)).astype(np.float32)])
+
+
+def test_non_finite_names_the_update_that_overflowed(tmp_path, device):
+    """A huge weight decay on fc10 alone: its update overflows; the check after that step
+    names fc10's weights, not the first layer of the net."""
+    net = build(tmp_path, [as_net_device(device)], split=False)
+    _step(net, np.random.default_rng(0))
+    assert net.check_finite() is None
+    net.set_learning_params("fc10", [10.0], 0.02, [0.9], 0.9, [1e38])  # wc * eps overflows
+    _step(net, np.random.default_rng(1))
+    assert net.check_finite() == "the weights of layer 'fc10'"
+
+
+def test_non_finite_names_the_layer_whose_gradient_overflowed(tmp_path, device):
+    """A cost coefficient of 3e38: the forward pass is finite, fc10's weight gradient (a sum
+    over the cases) overflows; named as fc10's gradient, not as the weights it spoils."""
+    net = build(tmp_path, [as_net_device(device)], split=False)
+    net.set_layer_param("logprob", "coeff", 3e38)
+    _step(net, np.random.default_rng(0))
+    assert net.check_finite() == "the gradients computed by layer 'fc10'"
+
+
+def test_non_finite_names_the_first_activations(tmp_path, device):
+    net = build(tmp_path, [as_net_device(device)], split=False)
+    w = net.get_params("local2")["weights"][0]
+    w[:, 2] = np.inf  # every module of filter 2
+    net.set_params("local2", {"weights": [w]})
+    x = np.random.default_rng(0).standard_normal((297, 5)).astype(np.float32)
+    net.fprop([x, np.zeros((1, 5), np.float32)], False)
+    assert net.check_finite() == "the activations of layer 'local2'"

@@ -93,6 +93,7 @@ class Layer {
   bool receivesGrad = false;       // bprop runs (it is a cost, or some consumer sends to it)
   Tensor gradStaging;              // home-device buffer for summing remote gradients
   const Tensor* dataSource = nullptr;  // data layers: the array fed to this fprop
+  int64_t dataStart = 0;               // ... and the first of its columns (cases) to take
 
  protected:
   // Errors about the inputs.

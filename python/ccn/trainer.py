@@ -152,11 +152,20 @@ class Trainer:
         batches_per_epoch = len(dp.batch_range)
         since_test = 0
         bar, bar_epoch = None, None
+        # Each data batch is copied to the devices once (stage_batch), the next one while
+        # this one trains; minibatches are sliced on the devices.
+        upcoming = dp.get_next_batch()
+        if upcoming[0] <= op["epochs"]:
+            self.net.stage_batch(list(upcoming[2]))
         try:
             while True:
-                epoch, batchnum, (images, labels) = dp.get_next_batch()
+                epoch, batchnum, _ = upcoming
                 if epoch > op["epochs"]:
                     break
+                num_cases = self.net.begin_batch()
+                upcoming = dp.get_next_batch()
+                if upcoming[0] <= op["epochs"]:
+                    self.net.stage_batch(list(upcoming[2]))
                 if bar_epoch != epoch:
                     if bar is not None:
                         bar.close()
@@ -166,7 +175,7 @@ class Trainer:
                     bar_epoch = epoch
                 start = time.time()
                 self._set_learning_params()
-                totals = self._train_batch(images, labels, epoch, batchnum)
+                totals = self._train_batch(num_cases, epoch, batchnum)
                 self.epoch, self.batchnum = epoch, batchnum
                 self.batches_done += 1
                 since_test += 1
@@ -193,23 +202,23 @@ class Trainer:
             self.test_dp.close()
         return self.run_dir
 
-    def _train_batch(self, images, labels, epoch, batchnum):
+    def _train_batch(self, num_cases, epoch, batchnum):
+        """Trains on the current (staged) batch, one minibatch slice at a time."""
         totals = CostTotals()
-        for s, e in _slices(images.shape[1], self.op["mini"]):
-            costs = self.net.train_step([_columns(images, s, e), _columns(labels, s, e)])
-            # the costs show a NaN from the forward pass; the net is scanned (weights and
-            # activations) to name the layer, and after the batch's last update
-            self._check_finite(costs, f"epoch {epoch}, batch {batchnum}", scan_net=e == images.shape[1])
+        for s, e in _slices(num_cases, self.op["mini"]):
+            costs = self.net.train_slice(s, e)
+            self._check_finite(costs, f"epoch {epoch}, batch {batchnum}, cases {s}-{e - 1}")
             totals.add(costs, e - s)
         return totals
 
-    def _check_finite(self, costs, where, scan_net):
+    def _check_finite(self, costs, where):
+        """After every step: the devices flag any NaN or Inf (activations, gradients, updated
+        weights) and name where it appeared first, before it spreads."""
         bad = [name for name, values in costs.items() if not all(math.isfinite(v) for v in values)]
-        layer = self.net.check_finite() if bad or scan_net else None
-        if bad or layer:
+        culprit = self.net.check_finite() or (f"the cost of layer '{bad[0]}'" if bad else None)
+        if culprit:
             last = checkpoint.list_checkpoints(self.run_dir) if self.run_dir and os.path.isdir(self.run_dir) else []
             kept = f"the last checkpoint {last[-1]} is unchanged" if last else "no checkpoint was written"
-            culprit = f"layer '{layer}'" if layer else f"cost layer '{bad[0]}'"
             raise TrainingError(f"NaN or Inf in {culprit} at {where}; training stopped, {kept}. "
                                 "Lower the learning rate (layer-params file) and resume from it.")
 
@@ -259,9 +268,9 @@ class Trainer:
         self.save()
 
     def save(self):
-        layer = self.net.check_finite()
-        if layer:
-            raise TrainingError(f"NaN or Inf in layer '{layer}': not saving a checkpoint")
+        culprit = self.net.check_finite()
+        if culprit:
+            raise TrainingError(f"NaN or Inf in {culprit}: not saving a checkpoint")
         state = {
             "op": dict(self.op, finetune=None),  # a resumed fine-tuned run is an ordinary resume
             "layers": self.layers,
