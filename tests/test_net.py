@@ -21,7 +21,7 @@ def make_net(layers, devices, seed):
     return net
 
 
-# ---- layer dicts (the resolved form of LAYERS_SPEC.md) --------------------------------------
+# ---- layer dicts (the resolved form of docs/layer-dicts.md) --------------------------------------
 
 def learning(n, eps=0.05):
     return dict(epsW=[{"type": "const", "base": eps}] * n, epsB={"type": "const", "base": eps},

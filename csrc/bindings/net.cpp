@@ -1,4 +1,4 @@
-// Python bindings of the layer graph: ccn._core.Net (see NET_API.md). Layer dicts become
+// Python bindings of the layer graph: ccn._core.Net (see docs/net-api.md). Layer dicts become
 // LayerConfigs here, so the engine never touches Python objects; passes run with the GIL
 // released.
 #include <pybind11/stl.h>

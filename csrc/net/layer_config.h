@@ -1,4 +1,4 @@
-// LayerConfig: one resolved layer dict (LAYERS_SPEC.md) as plain C++ values, with typed
+// LayerConfig: one resolved layer dict (docs/layer-dicts.md) as plain C++ values, with typed
 // getters whose errors name the layer and the key ("layer 'conv1': missing key 'filterSize'").
 // The bindings build it from a Python dict; the engine never sees Python objects.
 #pragma once

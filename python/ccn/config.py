@@ -1,4 +1,4 @@
-"""cuda-convnet's two layer files -> the resolved layer list of LAYERS_SPEC.md.
+"""cuda-convnet's two layer files -> the resolved layer list of docs/layer-dicts.md.
 
 A net is described by two INI files, as in cuda-convnet:
 
@@ -12,14 +12,17 @@ A net is described by two INI files, as in cuda-convnet:
   layer-params file wins. The layer-params file is re-read on resume:
   ``load_layer_params`` updates an already resolved list in place.
 
-``load_layers`` returns a list of plain dicts in topological order (see LAYERS_SPEC.md
+This module owns the layer-file semantics; the engine owns what has memory (weight shapes,
+initial weights, weightSource binding): see docs/DESIGN.md. ``load_layers`` returns a list
+of plain dicts in topological order (see docs/layer-dicts.md
 for every key). Each ``type=`` has one parser class registered in ``LAYER_PARSERS``;
 adding a layer type means adding one class. Keys are matched case-insensitively (as
 cuda-convnet's ConfigParser did), and a key a type does not know is an error, so a typo
 never passes silently. Every error is a ``ConfigError`` naming the file, the [section]
 and the key.
 
-Derived sizes (cuda-convnet's formulas; rows and columns separately):
+Derived sizes (cuda-convnet's formulas, computed by the engine's ConvGeometry.output_size
+and PoolGeometry.output_size; rows and columns separately):
   conv/local:  modules = 1 + ceil((2*padding + imgSize - filterSize) / stride)
   pool:        outputs = ceil((imgSize - start - sizeX) / stride) + 1   (when outputsX=0)
   cmpool:      outputChannels = ceil((channels - start - size) / stride) + 1   (when 0)
@@ -987,7 +990,7 @@ def _apply_params_file(params_path, layers, parsers, def_sections, resuming):
 
 
 def load_layers(layer_def_path, layer_params_path, data_dims):
-    """Parses both layer files into the resolved layer list of LAYERS_SPEC.md.
+    """Parses both layer files into the resolved layer list of docs/layer-dicts.md.
 
     data_dims maps a dataIdx to (channels, imgSizeY, imgSizeX) or to an int (flat rows).
     Raises ConfigError (a ValueError) naming file, section and key on any problem."""
