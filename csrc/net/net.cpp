@@ -75,7 +75,7 @@ Net::Net(const std::vector<LayerConfig>& configs, const std::vector<std::string>
   std::vector<DataStager::Need> needs;
   for (auto& layer : layers_)
     if (layer->isData()) needs.push_back({layer->dataIndex(), layer->outputs(), layer->device, devices_[layer->device]});
-  stager_.configure(needs);
+  for (DataStager& stager : stagers_) stager.configure(needs);
   createWeights();
   createReplicas();
   planGradients();
@@ -450,13 +450,14 @@ int Net::prepareData(const std::vector<Tensor>& data, bool train) {
 }
 
 int Net::prepareSlice(int start, int end, bool train) {
-  const int total = stager_.frontCases();
+  const DataStager& stager = stagers_[currentChannel_];
+  const int total = stager.frontCases();
   CCN_CHECK(total > 0, "no data batch is loaded (stage_batch, then begin_batch)");
   CCN_CHECK(start >= 0 && start < end && end <= total, "cases [", start, ", ", end,
             ") are not a range within the current batch's ", total, " cases");
   for (auto& layer : layers_) {
     if (!layer->isData()) continue;
-    layer->dataSource = &stager_.front(layer->dataIndex(), layer->device);
+    layer->dataSource = &stager.front(layer->dataIndex(), layer->device);
     layer->dataStart = start;
   }
   prepareCases(end - start, train);
@@ -469,9 +470,24 @@ void Net::prepareCases(int numCases, bool train) {
     for (auto& layer : layers_) layer->reserveRandom(seed_, rngCounter_);
 }
 
-void Net::stageBatch(const std::vector<Tensor>& data) { stager_.stage(data); }
+namespace {
+void checkChannel(int channel) {
+  CCN_CHECK(channel >= 0 && channel < Net::kChannels, "data channel ", channel, " does not exist (0: training, ",
+            "1: testing)");
+}
+}  // namespace
 
-int Net::beginBatch() { return stager_.swap(); }
+void Net::stageBatch(const std::vector<Tensor>& data, int channel) {
+  checkChannel(channel);
+  stagers_[channel].stage(data);
+}
+
+int Net::beginBatch(int channel) {
+  checkChannel(channel);
+  int numCases = stagers_[channel].swap();
+  currentChannel_ = channel;
+  return numCases;
+}
 
 void Net::fpropSlice(int start, int end, bool train) {
   int numCases = prepareSlice(start, end, train);

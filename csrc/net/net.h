@@ -48,9 +48,12 @@ class Net {
   // the devices of the data layers (asynchronously on CUDA, into the back buffer, so it may
   // overlap the passes on the current batch); beginBatch makes it current and returns its
   // number of cases; the slice passes take cases [start, end) of the current batch as their
-  // minibatch, sliced on the device.
-  void stageBatch(const std::vector<Tensor>& data);
-  int beginBatch();
+  // minibatch, sliced on the device. Each channel (0: training, 1: testing) has its own
+  // double buffer, so a test between two training batches leaves the staged one alone;
+  // beginBatch(channel) makes that channel's batch the current one.
+  static constexpr int kChannels = 2;
+  void stageBatch(const std::vector<Tensor>& data, int channel = 0);
+  int beginBatch(int channel = 0);
   void fpropSlice(int start, int end, bool train);
   void trainSlice(int start, int end);
 
@@ -133,7 +136,8 @@ class Net {
   int numCases_ = 0;      // batch size the buffers are allocated for
   bool haveFprop_ = false;
   bool haveBprop_ = false;  // the gradient buffers hold the last pass's bprop
-  DataStager stager_;
+  DataStager stagers_[kChannels];
+  int currentChannel_ = 0;
 
   std::vector<std::unique_ptr<Worker>> workers_;
   std::mutex mutex_;
