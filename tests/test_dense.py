@@ -173,6 +173,14 @@ def test_dropout_mask_is_a_function_of_seed_and_offset(device):
     assert np.array_equal(first.reshape(-1), longer[3:3 + first.size])
 
 
+def test_dropout_mask_row_stride_takes_a_slice_of_the_cases(device):
+    """With row_stride = the whole minibatch's cases, a slice of the cases draws exactly the
+    numbers the whole mask draws for them (replicas and processes split minibatches so)."""
+    whole = dropout(device, (9, 40), 0.5, seed=3, offset=1000)
+    (part,) = run_op(lambda m: _core.dropout_mask(m, 0.5, 3, 1000 + 12, 40), device, [], [(9, 10)])
+    np.testing.assert_array_equal(part, whole[:, 12:22])
+
+
 def test_dropout_keep_one_keeps_everything(device):
     assert np.all(dropout(device, (5, 9), 1.0, seed=3, offset=0) == 1.0)
 

@@ -1,4 +1,5 @@
-"""Data parallelism inside one process: a layer's replicas (its dict's "replicas": logical
+"""Data parallelism inside one process (dropout included: random numbers are drawn per case
+of the whole minibatch): a layer's replicas (its dict's "replicas": logical
 devices) each take an equal slice of every minibatch; weight gradients are summed over the
 replicas before one update. Nets split that way train like the same net on one device, to
 fp32 rounding, whether the replicated layers feed single-device layers (gathered), single
@@ -50,9 +51,12 @@ inputs=conv2
 outputs=6
 initW=0.05
 neuron=relu
+[drop]
+type=dropout
+inputs=fcb
 [fc10]
 type=fc
-inputs=fca,fcb
+inputs=fca,drop
 outputs=10
 initW=0.05
 [probs]
@@ -70,15 +74,16 @@ DIMS = {0: (3, 9, 9), 1: 1}
 LAYOUTS = {
     # cuda-convnet2's "data" nets: every layer replicated, the costs too
     "all-data": {name: [0, 1, 2, 3] for name in ("conv1", "conv1_neuron", "pool1", "conv2", "conv2_neuron",
-                                                  "fca", "fca_neuron", "fcb", "fcb_neuron", "fc10", "probs",
+                                                  "fca", "fca_neuron", "fcb", "fcb_neuron", "drop", "fc10", "probs",
                                                   "logprob")},
     # replicated convolutions gathered into single-device fc layers (the one weird trick)
     "data-model": dict({name: [0, 1, 2, 3] for name in ("conv1", "conv1_neuron", "pool1", "conv2",
                                                           "conv2_neuron")},
-                       fca=[0], fca_neuron=[0], fcb=[1], fcb_neuron=[1], fc10=[2], probs=[2], logprob=[2]),
+                       fca=[0], fca_neuron=[0], fcb=[1], fcb_neuron=[1], drop=[1], fc10=[2], probs=[2], logprob=[2]),
     # two replicas feeding four, and back to one
     "mixed": dict(conv1=[0, 1], conv1_neuron=[0, 1], pool1=[2, 3, 0, 1], conv2=[1, 2, 3, 0],
-                  conv2_neuron=[1, 2, 3, 0], fca=[3, 1], fca_neuron=[3, 1], fcb=[1], fcb_neuron=[1]),
+                  conv2_neuron=[1, 2, 3, 0], fca=[3, 1], fca_neuron=[3, 1], fcb=[1], fcb_neuron=[1],
+                  drop=[0, 2, 1, 3]),
 }
 
 

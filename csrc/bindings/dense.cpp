@@ -60,12 +60,13 @@ void bind_dense(py::module_& m) {
      py::arg("scale_output") = 1.f,
      "targets = scale_targets * targets + scale_output * where(inputs == acts, out_grads, 0)");
 
-  m.def("dropout_mask", [](py::handle mask, float keep, uint64_t seed, uint64_t offset) {
+  m.def("dropout_mask", [](py::handle mask, float keep, uint64_t seed, uint64_t offset, int64_t rowStride) {
     Tensor t = as_target(mask, "mask");
     py::gil_scoped_release release;
-    ops::dropoutMask(t, keep, seed, offset);
-  }, py::arg("mask"), py::arg("keep"), py::arg("seed"), py::arg("offset") = 0,
-     "mask[i] = 1 / keep if philox_uniform(seed, offset + i) < keep else 0");
+    ops::dropoutMask(t, keep, seed, offset, rowStride < 0 ? (t.numel() ? t.cols() : 0) : rowStride);
+  }, py::arg("mask"), py::arg("keep"), py::arg("seed"), py::arg("offset") = 0, py::arg("row_stride") = -1,
+     "mask[r, c] = 1 / keep if philox_uniform(seed, offset + r * row_stride + c) < keep else 0 (matrix view; "
+     "row_stride -1: the mask's columns)");
 
   m.def("momentum_update", [](py::handle weights, py::handle grads, py::handle inc, float epsOverCases, float mom,
                               float wcEps) {

@@ -198,6 +198,30 @@ void bind_net(py::module_& m) {
         d["biases"] = to_numpy(net.grad(name, "biases", 0));
         return d;
       }, py::arg("name"), "Gradients of the objective from the last bprop (sums over the cases).")
+      .def("set_grads", [](Net& net, const std::string& name, const py::dict& grads) {
+        size_t count = net.numWeights(name);
+        for (auto kv : grads) {
+          std::string key = py::str(kv.first);
+          if (key == "biases") {
+            HostArray h = toHostArray(kv.second, name, key);
+            net.setGrad(name, key, 0, h.tensor);
+            continue;
+          }
+          CCN_CHECK(key == "weights", "layer '", name, "': unknown gradient key '", key, "' (expected weights, biases)");
+          py::sequence items = py::reinterpret_borrow<py::sequence>(kv.second);
+          CCN_CHECK(items.size() == count, "layer '", name, "': 'weights' must hold ", count, " array(s), got ",
+                    items.size());
+          for (size_t i = 0; i < count; ++i) {
+            HostArray h = toHostArray(items[i], name, "weights[" + std::to_string(i) + "]");
+            net.setGrad(name, key, i, h.tensor);
+          }
+        }
+      }, py::arg("name"), py::arg("grads"),
+         "Replaces the last bprop's gradients (weights: list, biases) before update(), e.g. by their sum over "
+         "processes.")
+      .def("set_shard", &Net::setShard, py::arg("index"), py::arg("count"),
+           "This net's minibatches are shard `index` of `count` equal shards of each step's minibatch (random "
+           "numbers are drawn per case of the whole minibatch).")
       .def_property("rng_counter", &Net::rngCounter, &Net::setRngCounter)
       .def("check_finite", [](const Net& net) -> py::object {
         std::string where = net.firstNonFinite();

@@ -94,11 +94,13 @@ void eltwiseMaxGrad(const Tensor& outGrads, const Tensor& inputs, const Tensor& 
                    [&](int64_t i) { store_scaled(t[i], x[i] == y[i] ? g[i] : 0.f, scaleTargets, scaleOutput); });
 }
 
-void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset) {
+void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset, int64_t rowStride) {
   const float kept = 1.f / keep;
+  const int64_t cols = mask.numel() ? mask.cols() : 1;
   float* m = mask.data();
   for_each_element(mask.numel(), [&](int64_t i) {
-    m[i] = philox_uniform(seed, offset + static_cast<uint64_t>(i)) < keep ? kept : 0.f;
+    const uint64_t number = offset + static_cast<uint64_t>(i / cols * rowStride + i % cols);
+    m[i] = philox_uniform(seed, number) < keep ? kept : 0.f;
   });
 }
 

@@ -124,9 +124,12 @@ __global__ void eltwise_max_grad_kernel(const float* outGrads, const float* inpu
   CCN_GRID_STRIDE_LOOP(i, n) store_scaled(targets[i], inputs[i] == acts[i] ? outGrads[i] : 0.f, sT, sO);
 }
 
-__global__ void dropout_mask_kernel(float* mask, int64_t n, float keep, float scale, uint64_t seed,
-                                    uint64_t offset) {
-  CCN_GRID_STRIDE_LOOP(i, n) mask[i] = philox_uniform(seed, offset + uint64_t(i)) < keep ? scale : 0.f;
+__global__ void dropout_mask_kernel(float* mask, int64_t n, int64_t cols, int64_t rowStride, float keep,
+                                    float scale, uint64_t seed, uint64_t offset) {
+  CCN_GRID_STRIDE_LOOP(i, n) {
+    const uint64_t number = offset + uint64_t(i / cols * rowStride + i % cols);
+    mask[i] = philox_uniform(seed, number) < keep ? scale : 0.f;
+  }
 }
 
 __global__ void momentum_update_kernel(float* weights, const float* grads, float* inc, int64_t n,
@@ -240,12 +243,12 @@ void eltwiseMaxGrad(const Tensor& outGrads, const Tensor& inputs, const Tensor& 
   CCN_CUDA_CHECK_LAUNCH("eltwise_max_grad_kernel");
 }
 
-void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset) {
+void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset, int64_t rowStride) {
   int64_t n = mask.numel();
   if (n == 0) return;
   set_device(mask);
-  dropout_mask_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(mask.data(), n, keep, 1.f / keep, seed,
-                                                                          offset);
+  dropout_mask_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(mask.data(), n, mask.cols(), rowStride,
+                                                                          keep, 1.f / keep, seed, offset);
   CCN_CUDA_CHECK_LAUNCH("dropout_mask_kernel");
 }
 

@@ -20,6 +20,13 @@ namespace ccn::net {
 class Layer;
 class CostLayer;
 
+// Where a layer replica's cases sit in the whole minibatch of a step (all replicas of all
+// processes): [first, first + count) of total. Random numbers are drawn per case of the whole
+// minibatch, so any split of it draws the same numbers for the same case.
+struct CaseSlice {
+  int64_t first = 0, count = 0, total = 0;
+};
+
 // A layer's activations as seen on one logical device, and the gradient that the
 // consumers on that device accumulate for them. Copy 0 of a layer lives on its own
 // device; the others are copies on the devices of consumers placed elsewhere.
@@ -85,9 +92,14 @@ class Layer {
   // (Re)allocates the layer's own buffers (masks, denominators, views) for a batch size;
   // called after the Net has allocated the copies.
   virtual void resize(int numCases) { (void)numCases; }
-  // A train-mode fprop draws random numbers [counter, counter + n) of the Net's stream
-  // and advances counter by n (dropout); called in layer order before each such pass.
-  virtual void reserveRandom(uint64_t seed, uint64_t& counter) { (void)seed; (void)counter; }
+  // A train-mode fprop draws random numbers [counter, counter + n) of the Net's stream for
+  // the whole minibatch and advances counter by n (dropout), using those of `cases`; called
+  // in layer order before each such pass (every replica of a layer gets the same counter).
+  virtual void reserveRandom(uint64_t seed, uint64_t& counter, const CaseSlice& cases) {
+    (void)seed;
+    (void)counter;
+    (void)cases;
+  }
   virtual void fprop(bool train) = 0;
   // Called only when the layer receives a gradient: writes the gradients of the inputs
   // that have sendsGrad and, for layers with weights, the weight gradients.

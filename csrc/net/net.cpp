@@ -422,6 +422,17 @@ Tensor Net::grad(const std::string& layer, const std::string& key, size_t index)
   return s.store->grad;
 }
 
+void Net::setGrad(const std::string& layer, const std::string& key, size_t index, const Tensor& value) {
+  CCN_CHECK(key == "weights" || key == "biases", "layer '", layer, "': gradients exist for 'weights' and 'biases', not '",
+            key, "'");
+  WeightSlot& s = slot(layer, key, index);
+  if (!s.computesGrad()) return;
+  CCN_CHECK(value.defined() && value.numel() == s.store->grad.numel(), "layer '", layer, "': gradient '", key,
+            "' must have shape ", shape_str(s.store->grad.shape()), ", got ",
+            value.defined() ? shape_str(value.shape()) : std::string("nothing"));
+  s.store->grad.copy_from(value);
+}
+
 void Net::setLearningParams(const std::string& layer, const std::vector<float>& epsW, float epsB,
                             const std::vector<float>& momW, float momB, const std::vector<float>& wc) {
   weightLayer(layer);  // checks that it has weights
@@ -558,8 +569,26 @@ int Net::prepareSlice(int start, int end, bool train) {
 
 void Net::prepareCases(int numCases, bool train) {
   if (numCases != numCases_) resize(numCases);
-  if (train)
-    for (auto& layer : layers_) layer->reserveRandom(seed_, rngCounter_);
+  if (!train) return;
+  // The numbers of the whole step's minibatch (every shard of every process), per layer;
+  // each replica uses those of its own cases.
+  const int64_t total = int64_t(numCases) * shardCount_;
+  uint64_t groupStart = rngCounter_;
+  for (auto& layer : layers_) {
+    if (layer->replicaIndex == 0) groupStart = rngCounter_;
+    const int64_t share = numCases / layer->replicaCount;
+    CaseSlice cases{int64_t(shardIndex_) * numCases + int64_t(layer->replicaIndex) * share, share, total};
+    uint64_t counter = groupStart;
+    layer->reserveRandom(seed_, counter, cases);
+    if (layer->replicaIndex == 0) rngCounter_ = counter;
+  }
+}
+
+void Net::setShard(int index, int count) {
+  CCN_CHECK(count >= 1 && index >= 0 && index < count, "set_shard: shard ", index, " of ", count,
+            " does not exist");
+  shardIndex_ = index;
+  shardCount_ = count;
 }
 
 namespace {

@@ -70,9 +70,17 @@ class Net {
   void setParam(const std::string& layer, const std::string& key, size_t index, const Tensor& value);
   // The last bprop's gradient (zeros for frozen weights and weights no cost depends on).
   Tensor grad(const std::string& layer, const std::string& key, size_t index) const;
+  // Replaces it (e.g. by the sum over processes) before update(); frozen weights ignore it.
+  void setGrad(const std::string& layer, const std::string& key, size_t index, const Tensor& value);
   void setLearningParams(const std::string& layer, const std::vector<float>& epsW, float epsB,
                          const std::vector<float>& momW, float momB, const std::vector<float>& wc);
   void setLayerParam(const std::string& layer, const std::string& key, double value);
+
+  // Data parallelism across processes: this net's minibatches are shard `index` of `count`
+  // equal shards of each step's minibatch, so that random numbers (dropout) are drawn for the
+  // whole minibatch and every shard uses those of its own cases. The caller sums gradients
+  // across the processes and updates with the whole minibatch's case count.
+  void setShard(int index, int count);
 
   uint64_t rngCounter() const { return rngCounter_; }
   void setRngCounter(uint64_t counter) { rngCounter_ = counter; }
@@ -130,6 +138,7 @@ class Net {
   std::vector<Device> devices_;  // physical device of each logical device
   uint64_t seed_;
   uint64_t rngCounter_ = 0;
+  int shardIndex_ = 0, shardCount_ = 1;
   std::vector<std::unique_ptr<Layer>> layers_;
   // per layer: consumers on other devices that send it a gradient (by layer index)
   std::vector<std::vector<int>> remoteGradSenders_;

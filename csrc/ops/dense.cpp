@@ -95,11 +95,13 @@ void eltwiseMaxGrad(const Tensor& outGrads, const Tensor& inputs, const Tensor& 
   CCN_DISPATCH(d, eltwiseMaxGrad, outGrads, inputs, acts, targets, scaleTargets, scaleOutput);
 }
 
-void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset) {
+void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset, int64_t rowStride) {
   Device d = common_device({{"mask", &mask}});
   check_tensor(mask, "mask");
   CCN_CHECK(keep > 0.f && keep <= 1.f, "parameter 'keep' must be in (0, 1], got ", keep);
-  CCN_DISPATCH(d, dropoutMask, mask, keep, seed, offset);
+  CCN_CHECK(mask.numel() == 0 || rowStride >= mask.cols(), "parameter 'row_stride' (", rowStride,
+            ") must be at least the mask's columns (", mask.cols(), ")");
+  CCN_DISPATCH(d, dropoutMask, mask, keep, seed, offset, rowStride);
 }
 
 void momentumUpdate(Tensor& weights, const Tensor& grads, Tensor& inc, float epsOverCases, float mom,
