@@ -47,7 +47,7 @@ META_FILE = "batches.meta"
 
 
 def resize_square(path, size, quality):
-    """(JPEG bytes, uint8 (size, size, 3)) of an image: short side to size, centre crop."""
+    """(JPEG bytes, their decoded uint8 (size, size, 3)) of an image: short side to size, centre crop."""
     from PIL import Image
     with Image.open(path) as image:
         if image.format == "JPEG":
@@ -61,7 +61,11 @@ def resize_square(path, size, quality):
         image = image.crop((left, top, left + size, top + size))
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=quality)
-        return out.getvalue(), np.asarray(image, dtype=np.uint8)
+    jpeg = out.getvalue()
+    # the statistics are of the stored image as the providers will decode it, not of the
+    # pixels before JPEG compression
+    with Image.open(io.BytesIO(jpeg)) as stored:
+        return jpeg, np.asarray(stored.convert("RGB"), dtype=np.uint8)
 
 
 def encode_sub_batch(entries, size, quality):
