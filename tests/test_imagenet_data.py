@@ -236,3 +236,44 @@ def test_corrupt_jpeg_names_the_batch_file_and_case(tmp_path, batches):
     with get_provider("image", str(tgt), [1], decode_workers=1) as p:
         with pytest.raises(CorruptDataError, match=r"data_batch_1\.0 case 0: cannot decode"):
             p.get_next_batch()
+
+
+# ---------------------------------------------------------------- end to end
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+
+
+def test_trains_on_make_data_batches_and_tests_ten_views(tmp_path, batches, capsys):
+    from ccn import checkpoint
+    from ccn.cli import convnet_main
+    _, tgt = batches
+    args = [f"--layer-def={TESTS}/alexnet-tiny.cfg", f"--layer-params={TESTS}/alexnet-tiny-params.cfg",
+            "--data-provider=image", f"--data-path={tgt}", f"--save-path={tmp_path / 'runs'}", "--gpu=cpu",
+            f"--inner-size={INNER}", "--color-noise=0.1", "--mini=4", "--epochs=2", "--seed=5",
+            "--decode-workers=1", "--multiview-test=1"]
+    assert convnet_main(args) == 0
+    out = capsys.readouterr().out
+    assert "2.3 test:  logprob: cost" in out  # trained both epochs, tested on the 10 views
+    run_dir = tmp_path / "runs" / os.listdir(tmp_path / "runs")[0]
+    state = checkpoint.load(str(run_dir))[0]
+    assert state["epoch"] == 2 and state["op"]["data_provider"] == "image"
+    assert np.isfinite(state["params"]["fc8"]["weights"][0]).all()
+    assert convnet_main(["-f", str(run_dir), "--test-only=1"]) == 0
+    assert "(6 cases)" in capsys.readouterr().out
+
+
+def test_alexnet_files_follow_the_paper():
+    from ccn import config
+    layers = config.load_layers(os.path.join(REPO, "layers", "alexnet.cfg"),
+                                os.path.join(REPO, "layers", "alexnet-params.cfg"), {0: (3, 224, 224), 1: 1})
+    by_name = {layer["name"]: layer for layer in layers}
+    weighted = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    for name in weighted:
+        layer = by_name[name]
+        assert np.ravel(layer["initW"]).tolist() == [0.01] and layer["initB"] == (1 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0)
+        for progress, eps in ((0.1, 0.01), (0.4, 0.001), (0.6, 0.0001), (0.9, 0.00001)):
+            eps_w, eps_b, mom_w, mom_b, wc = config.learning_params(layer, progress)
+            assert eps_w == [pytest.approx(eps)] and eps_b == pytest.approx(eps)
+            assert mom_w == [0.9] and mom_b == 0.9 and wc == [0.0005]
+    assert by_name["dropout6"]["keep"] == by_name["dropout7"]["keep"] == 0.5
