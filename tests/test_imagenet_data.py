@@ -119,14 +119,18 @@ def test_interrupted_make_data_resumes(tmp_path, batches, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
+def centre(image, inner):
+    top = (image.shape[-2] - inner) // 2
+    return image[..., top:top + inner, top:top + inner]
+
+
 def crop_choices(image, mean, inner):
-    """{(y, x, flip): image - mean cut there} for every crop of a (C, H, W) image."""
-    diff = image.astype(np.float32) - mean
+    """{(y, x, flip): that crop of a (C, H, W) image minus the mean image's centre crop}."""
     choices = {}
     for y in range(image.shape[1] - inner + 1):
         for x in range(image.shape[2] - inner + 1):
-            crop = diff[:, y:y + inner, x:x + inner]
-            choices[(y, x, False)], choices[(y, x, True)] = crop, crop[:, :, ::-1]
+            crop = image[:, y:y + inner, x:x + inner].astype(np.float32)
+            choices[(y, x, False)], choices[(y, x, True)] = crop - centre(mean, inner), crop[:, :, ::-1] - centre(mean, inner)
     return choices
 
 
@@ -155,11 +159,10 @@ def test_centre_crop_and_ten_views(batches):
     images, labels = stored_images(tgt, 4)
     meta = safe_pickle.load(tgt / "batches.meta")
     n, room = len(images), SIZE - INNER
-    diff = images.astype(np.float32) - meta["data_mean"].reshape(3, SIZE, SIZE)
+    mean = centre(meta["data_mean"].reshape(3, SIZE, SIZE), INNER)
     with get_provider("image", str(tgt), None, test=True, inner_size=INNER, decode_workers=0) as p:
         data, _ = p.get_next_batch()[2]
-    centre = diff[:, :, room // 2:room // 2 + INNER, room // 2:room // 2 + INNER]
-    np.testing.assert_allclose(data.T.reshape(n, 3, INNER, INNER), centre, atol=1e-3)
+    np.testing.assert_allclose(data.T.reshape(n, 3, INNER, INNER), centre(images, INNER) - mean, atol=1e-3)
     with get_provider("image", str(tgt), None, test=True, inner_size=INNER, multiview=True,
                       decode_workers=1) as p:
         assert p.num_views == 10
@@ -167,8 +170,8 @@ def test_centre_crop_and_ten_views(batches):
     assert data.shape == (3 * INNER * INNER, 10 * n) and got_labels[0].tolist() == labels.tolist()
     corners = [(0, 0), (0, room), (room, 0), (room, room), (room // 2, room // 2)]
     for v, ((y, x), flip) in enumerate([(c, False) for c in corners] + [(c, True) for c in corners]):
-        expected = diff[:, :, y:y + INNER, x:x + INNER]
-        expected = expected[..., ::-1] if flip else expected
+        expected = images[:, :, y:y + INNER, x:x + INNER].astype(np.float32)
+        expected = (expected[..., ::-1] if flip else expected) - mean
         np.testing.assert_allclose(data[:, v * n:(v + 1) * n].T.reshape(n, 3, INNER, INNER), expected,
                                    atol=1e-3, err_msg=f"view {v}")
 

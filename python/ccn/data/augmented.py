@@ -8,7 +8,9 @@ or None for a scalar), ``default_mean`` (the scalar used without a mean image),
 ``read_sources(batchnum)`` returns (sources, names for messages, labels).
 
 Values: (pixel - mean) * pixel_scale, the mean being --scalar-mean when >= 0, else the
-mean image, else default_mean. Training: cases shuffled, a random inner crop and flip per
+centre crop of the mean image (subtracted from every crop and view, as cuda-convnet2 does:
+one mean for all positions lets the workers subtract it while they transpose), else
+default_mean. Training: cases shuffled, a random inner crop and flip per
 case (``augment.training_corners``), PCA colour noise of std --color-noise when > 0
 (``augment.pca_offsets``); test: the centre crop, or ten views with multiview=True
 (columns view-major: view 0 of every case, then view 1, ...; labels once).
@@ -80,7 +82,8 @@ class AugmentedImageProvider(DataProvider):
         if self.scalar_mean >= 0:
             mean = np.float32(self.scalar_mean)
         elif self.mean_image is not None:
-            mean = self.mean_image
+            top, left = (height - self.inner[0]) // 2, (width - self.inner[1]) // 2
+            mean = self.mean_image[:, top:top + self.inner[0], left:left + self.inner[1]]
         else:
             mean = np.float32(self.default_mean)
         self._pool = DecodePool(self.decode_workers, self.image_size, self.channels, mean)

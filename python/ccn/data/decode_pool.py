@@ -5,9 +5,9 @@ choices made for them (``augment``: crop corners and flips per view, colour offs
 pool makes the output (rows, views*numCases) float32 — view-major columns, rows (C, H, W) —
 in a shared-memory file, cuts the cases into chunks and sends each chunk to a worker
 process. A worker decodes with Pillow (JPEGs at the smallest DCT scale that still covers
-the wanted size), resizes to ``image_size`` if needed, subtracts the mean (an image or a
-scalar), crops, flips, adds the offsets, scales, and writes its columns; the parent only
-waits, so its per-image work is nothing and the pipeline scales with the workers.
+the wanted size), resizes to ``image_size`` if needed, crops, flips, subtracts the mean (a
+crop-sized image or a scalar), adds the offsets, scales, and writes its columns; the parent
+only waits, so its per-image work is nothing and the pipeline scales with the workers.
 
 Memory stays bounded: one fill at a time per pool (the provider's background loader asks
 for one batch ahead of the trainer), its chunks hold compressed images only, and the
@@ -53,40 +53,43 @@ def _worker_fill(job):
 
 
 def _fill_chunk(state, job, out):
-    """Writes one chunk's columns into ``out``, or into the shared file named in the job."""
+    """Writes one chunk's columns into ``out``, or into the shared file named in the job.
+
+    Crops and flips are cut from the decoded uint8 image; the conversion to float32, the
+    transposition to case-fastest columns and the mean subtraction are one NumPy pass
+    straight into the batch, the colour offsets and the scale one more each."""
     path, shape, start, sources, names, corners, offsets, inner, scale = job
     image_size, channels, mean = state
     k, views = corners.shape[:2]
     per_view = shape[1] // views
     inner_y, inner_x = inner
-    block = np.empty((views, k, channels, inner_y, inner_x), dtype=np.float32)
+    crops = np.empty((views, k, inner_y, inner_x, channels), dtype=np.uint8)
     for i, (source, name) in enumerate(zip(sources, names)):
         try:
-            pixels = decode(source, image_size, channels).transpose(2, 0, 1)
+            pixels = decode(source, image_size, channels)
         except (OSError, SyntaxError, ValueError) as e:
             raise CorruptDataError(f"{name}: cannot decode image ({e})") from None
         for v in range(views):
             y, x, flip = (int(c) for c in corners[i, v])
-            crop = pixels[:, y:y + inner_y, x:x + inner_x]
-            mean_crop = mean[:, y:y + inner_y, x:x + inner_x] if isinstance(mean, np.ndarray) else np.float32(mean)
-            if flip:
-                crop = crop[:, :, ::-1]
-                mean_crop = mean_crop[:, :, ::-1] if isinstance(mean, np.ndarray) else mean_crop
-            np.subtract(crop, mean_crop, out=block[v, i], dtype=np.float32)
-        if offsets is not None:
-            block[:, i] += offsets[i][:, None, None]
-    if scale != 1:
-        block *= np.float32(scale)
+            crop = pixels[y:y + inner_y, x:x + inner_x]
+            crops[v, i] = crop[:, ::-1] if flip else crop
     mapping = None
     if out is None:
         with open(path, "r+b") as f:
             mapping = mmap.mmap(f.fileno(), 0)
         out = np.frombuffer(mapping, dtype=np.float32).reshape(shape)
+    planes = out.reshape(channels, inner_y, inner_x, shape[1])
+    mean = mean[..., None] if isinstance(mean, np.ndarray) else np.float32(mean)
     for v in range(views):
         first = v * per_view + start
-        out[:, first:first + k] = block[v].reshape(k, -1).T
+        target = planes[..., first:first + k]
+        np.subtract(crops[v].transpose(3, 1, 2, 0), mean, out=target, dtype=np.float32)
+        if offsets is not None:
+            target += offsets.T[:, None, None, :]
+        if scale != 1:
+            target *= np.float32(scale)
     if mapping is not None:
-        del out
+        del out, planes, target
         mapping.close()
 
 
@@ -109,7 +112,8 @@ class DecodePool:
     """Worker processes that turn sources into batch columns; see the module docstring.
 
     image_size: (H, W) every image is brought to before cropping; channels: 3 (RGB) or 1;
-    mean: a float32 (channels, H, W) image or a scalar, in pixel units.
+    mean: a float32 (channels, innerY, innerX) crop or a scalar, in pixel units, subtracted
+    from every crop and view.
     """
 
     def __init__(self, workers, image_size, channels, mean):

@@ -10,8 +10,8 @@ a list of [class index]). batches.meta gives 'label_names', 'data_mean' (the mea
 colour-PCA keys, so --color-noise needs ours, and no ranges, so give --train-range and
 --test-range).
 
-Values are pixel - mean (the mean image at the crop's position, or --scalar-mean), in
-pixel units as in cuda-convnet2; augmentation, multiview and the worker processes are
+Values are pixel - mean (the centre crop of the mean image, or --scalar-mean), in pixel
+units as in cuda-convnet2; augmentation, multiview and the worker processes are
 ``augmented.AugmentedImageProvider``'s. A case with several labels uses its first.
 """
 import math
