@@ -280,3 +280,21 @@ def test_alexnet_files_follow_the_paper():
             assert eps_w == [pytest.approx(eps)] and eps_b == pytest.approx(eps)
             assert mom_w == [0.9] and mom_b == 0.9 and wc == [0.0005]
     assert by_name["dropout6"]["keep"] == by_name["dropout7"]["keep"] == 0.5
+
+
+def test_batches_kept_by_the_consumer_are_never_overwritten(batches):
+    """The workers' shared output files are reused only once no array of a batch lives."""
+    _, tgt = batches
+    with get_provider("image", str(tgt), None, inner_size=INNER, decode_workers=1, seed=2) as p:
+        kept = [p.get_next_batch()[2][0] for _ in range(3)]
+        copies = [k.copy() for k in kept]
+        view = kept[0][:, 1:3]
+        del kept[0]
+        for _ in range(6):
+            p.get_next_batch()
+        for batch, copy in zip(kept, copies[1:]):
+            np.testing.assert_array_equal(batch, copy)
+        np.testing.assert_array_equal(view, copies[0][:, 1:3])
+        files = list(p._pool._buffers)
+        assert files and len(files) <= 4
+    assert not any(os.path.exists(path) for path, _ in files)  # removed on close

@@ -11,8 +11,8 @@ only waits, so its per-image work is nothing and the pipeline scales with the wo
 
 Memory stays bounded: one fill at a time per pool (the provider's background loader asks
 for one batch ahead of the trainer), its chunks hold compressed images only, and the
-output file is unlinked as soon as the batch is written (the returned array keeps the
-mapping alive). Workers start from a forkserver, never by forking a process that runs
+output files (at most MAX_BUFFERS kept) are reused once no array of an earlier batch
+refers to them; they are removed when the pool closes or is collected. Workers start from a forkserver, never by forking a process that runs
 the engine's threads. ``workers=0`` decodes in the calling thread (tests, debugging).
 """
 import concurrent.futures
@@ -20,13 +20,18 @@ import io
 import mmap
 import multiprocessing
 import os
+import sys
 import tempfile
+import weakref
 
 import numpy as np
 
 from .base import CorruptDataError
 
 _STATE = None  # (image_size, channels, mean) in a worker, set once by _init_worker
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux: map every page of a file at once
+_WORKER_MAPS = {}  # (path, shape) -> the worker's array on that shared file
+MAX_BUFFERS = 4  # shared files a pool keeps for reuse
 
 
 def decode(source, image_size, channels):
@@ -73,11 +78,8 @@ def _fill_chunk(state, job, out):
             y, x, flip = (int(c) for c in corners[i, v])
             crop = pixels[y:y + inner_y, x:x + inner_x]
             crops[v, i] = crop[:, ::-1] if flip else crop
-    mapping = None
     if out is None:
-        with open(path, "r+b") as f:
-            mapping = mmap.mmap(f.fileno(), 0)
-        out = np.frombuffer(mapping, dtype=np.float32).reshape(shape)
+        out = _worker_matrix(path, shape)
     planes = out.reshape(channels, inner_y, inner_x, shape[1])
     mean = mean[..., None] if isinstance(mean, np.ndarray) else np.float32(mean)
     for v in range(views):
@@ -88,24 +90,50 @@ def _fill_chunk(state, job, out):
             target += offsets.T[:, None, None, :]
         if scale != 1:
             target *= np.float32(scale)
-    if mapping is not None:
-        del out, planes, target
-        mapping.close()
 
 
-def _shared_matrix(shape):
-    """(path of a new shared-memory file, float32 array of ``shape`` mapped on it)."""
+def _worker_matrix(path, shape):
+    """A worker's float32 view of the shared file ``path``; the mapping is kept for the
+    batches that reuse the file (every chunk touches every page of its batch, since its
+    columns cross all rows, so mapping afresh each time would fault on every page)."""
+    key = (path, shape)
+    if key not in _WORKER_MAPS:
+        if len(_WORKER_MAPS) >= 2 * MAX_BUFFERS:
+            _WORKER_MAPS.pop(next(iter(_WORKER_MAPS)))
+        with open(path, "r+b") as f:
+            mapping = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | _POPULATE)
+        _WORKER_MAPS[key] = np.frombuffer(mapping, dtype=np.float32).reshape(shape)
+    return _WORKER_MAPS[key]
+
+
+def _new_shared_file(nbytes):
+    """(path, mapping) of a new shared-memory file of nbytes."""
     folder = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
     fd, path = tempfile.mkstemp(prefix="ccn-batch-", dir=folder)
     try:
-        os.ftruncate(fd, int(np.prod(shape)) * 4)
-        mapping = mmap.mmap(fd, 0)
+        os.ftruncate(fd, nbytes)
+        mapping = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED | _POPULATE)
     except BaseException:
         os.unlink(path)
         raise
     finally:
         os.close(fd)
-    return path, np.frombuffer(mapping, dtype=np.float32).reshape(shape)
+    return path, mapping
+
+
+def _in_use(entry):
+    """Whether an array still refers to a (path, mapping) entry's mapping: the only other
+    references are the entry itself and getrefcount's argument."""
+    return sys.getrefcount(entry[1]) > 2
+
+
+def _remove_files(buffers):
+    for path, mapping in buffers:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    buffers.clear()
 
 
 class DecodePool:
@@ -124,6 +152,8 @@ class DecodePool:
         self.workers = int(workers)
         self._state = (tuple(image_size), int(channels), mean)
         self._executor = None
+        self._buffers = []  # [(path, mapping)] of shared files, reused once no array uses them
+        self._cleanup = weakref.finalize(self, _remove_files, self._buffers)
         if self.workers:
             self._executor = concurrent.futures.ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("forkserver"),
@@ -139,25 +169,43 @@ class DecodePool:
             out = np.empty(shape, dtype=np.float32)
             _fill_chunk(self._state, (None, shape, 0, sources, names, corners, offsets, inner, scale), out)
             return out
-        path, out = _shared_matrix(shape)
+        path, out = self._shared_matrix(shape)
+        chunk = max(1, min(64, -(-n // (2 * self.workers))))
+        futures = [self._executor.submit(
+            _worker_fill, (path, shape, s, sources[s:s + chunk], names[s:s + chunk], corners[s:s + chunk],
+                           None if offsets is None else offsets[s:s + chunk], inner, scale))
+            for s in range(0, n, chunk)]
         try:
-            chunk = max(1, min(64, -(-n // (2 * self.workers))))
-            futures = [self._executor.submit(
-                _worker_fill, (path, shape, s, sources[s:s + chunk], names[s:s + chunk], corners[s:s + chunk],
-                               None if offsets is None else offsets[s:s + chunk], inner, scale))
-                for s in range(0, n, chunk)]
-            try:
-                for future in futures:
-                    future.result()
-            finally:
-                for future in futures:
-                    future.cancel()
-                concurrent.futures.wait(futures)
+            for future in futures:
+                future.result()
         finally:
-            os.unlink(path)
+            for future in futures:
+                future.cancel()
+            concurrent.futures.wait(futures)
         return out
+
+    def _shared_matrix(self, shape):
+        """(path, float32 array of shape) on a shared file no earlier batch's array uses.
+
+        A returned batch keeps its file busy for as long as any array or view of it lives
+        (they all hold the mapping); a file is reused only after that, so a consumer may
+        keep batches as long as it likes. Creating and populating a file costs far more
+        than decoding into one (tmpfs pages are zeroed and accounted one by one)."""
+        nbytes = int(np.prod(shape)) * 4
+        for entry in self._buffers:
+            if len(entry[1]) == nbytes and not _in_use(entry):
+                return entry[0], np.frombuffer(entry[1], dtype=np.float32).reshape(shape)
+        if len(self._buffers) >= MAX_BUFFERS:
+            idle = [entry for entry in self._buffers if not _in_use(entry)]
+            if idle:
+                self._buffers.remove(idle[0])
+                _remove_files([idle[0]])
+        path, mapping = _new_shared_file(nbytes)
+        self._buffers.append((path, mapping))
+        return path, np.frombuffer(mapping, dtype=np.float32).reshape(shape)
 
     def close(self):
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        self._cleanup()  # the files go; arrays still in use keep their mappings
