@@ -87,9 +87,9 @@ def encode_sub_batch(entries, size, quality):
 
 def plan(args):
     """(label names, training entries, validation entries), each entry (path, label)."""
-    classes, train = list_images(args.src)
+    classes, train = list_images(args.src, "--src")
     if args.val_src:
-        val_classes, val = list_images(args.val_src)
+        val_classes, val = list_images(args.val_src, "--val-src")
         unknown = sorted(set(val_classes) - set(classes))
         if unknown:
             raise ValueError(f"--val-src {args.val_src}: classes not in --src: {', '.join(unknown[:5])}")

@@ -29,10 +29,11 @@ LISTING_SEED = 0x1A6E5
 PCA_SAMPLE = 256
 
 
-def list_images(data_path):
-    """(class names, [(path, label), ...] in the fixed batch order)."""
+def list_images(data_path, option="--data-path"):
+    """(class names, [(path, label), ...] in the fixed batch order); option names the
+    command-line option that gave data_path, for the error messages."""
     if not os.path.isdir(data_path):
-        raise MissingDataError(f"image folder {data_path} not found; pass --data-path=<folder with one "
+        raise MissingDataError(f"image folder {data_path} not found; pass {option}=<folder with one "
                                f"subfolder of images per class>")
     classes = sorted(d for d in os.listdir(data_path) if os.path.isdir(os.path.join(data_path, d)))
     if not classes:
