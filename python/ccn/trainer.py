@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import _core, checkpoint, config, data, weights
+from . import _core, checkpoint, config, data, memory, weights
 from .weights import WEIGHT_TYPES
 
 
@@ -88,6 +88,7 @@ class Trainer:
             self.layers = config.load_layers(op["layer_def"], op["layer_params"], data_dims)
         self.by_name = {layer["name"]: layer for layer in self.layers}
         self.devices = choose_devices(op["gpu"], self.layers)
+        memory.check(self.layers, self.devices, op["mini"])  # before anything is allocated
         self.net = _core.Net(self.layers, self.devices, op["seed"])
         self.train_outputs = list(self.state.get("train_outputs", []))
         self.test_outputs = list(self.state.get("test_outputs", []))
