@@ -92,10 +92,15 @@ logreg_cost_kernel(const float* labels, const float* probs, int numClasses, int 
       int l = int(label);
       float p = probs[int64_t(l) * numCases + n];
       int rivals = 0;  // classes other than the label scoring at least as high: ties count against it
-      for (int k = 0; k < numClasses; ++k) rivals += k != l && probs[int64_t(k) * numCases + n] >= p;
+      bool finite = isfinite(p);  // a NaN or Inf probability makes the case an error (NaN compares false)
+      for (int k = 0; k < numClasses; ++k) {
+        float q = probs[int64_t(k) * numCases + n];
+        rivals += k != l && q >= p;
+        finite = finite && isfinite(q);
+      }
       cost = -log(double(p));
-      error = rivals >= 1;
-      errorTopK = rivals >= topK;
+      error = !finite || rivals >= 1;
+      errorTopK = !finite || rivals >= topK;
     } else {
       badCase = n;
     }
