@@ -175,6 +175,13 @@ DAMAGE = [
     ("layers a string", lambda s: s.update(layers="abc"), "'layers' is a str"),
     ("epoch a string", lambda s: s.update(epoch="1"), "'epoch'"),
     ("one weight matrix too few", lambda s: s["params"]["fc10"]["weights"].pop(), "'params.fc10.weights'"),
+    ("filterSize missing", lambda s: _layer(s, "conv1").pop("filterSize"), "layers['conv1'].filterSize' is missing"),
+    ("filterSize a string", lambda s: _layer(s, "conv1").update(filterSize="abc"), "layers['conv1'].filterSize' is 'abc'"),
+    ("filterSize 2^70", lambda s: _layer(s, "conv1").update(filterSize=2 ** 70), "layers['conv1'].filterSize'"),
+    ("mini a string", lambda s: s["op"].update(mini="abc"), "'op.mini' is 'abc'"),
+    ("gpu an int", lambda s: s["op"].update(gpu=5), "'op.gpu' is 5"),
+    ("batchnum outside the range", lambda s: s.update(batchnum=99), "'batchnum' is 99"),
+    ("train_outputs junk", lambda s: s.update(train_outputs=[1, 2]), "'train_outputs[0]'"),
     ("NaN weights", lambda s: s["params"]["conv1"]["biases"].fill(np.nan), "NaN"),
 ]
 

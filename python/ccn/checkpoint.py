@@ -49,6 +49,14 @@ VERSION = 2
 _PICKLE_VERSION = 1
 MAX_BYTES = 1 << 40
 _NAME = re.compile(r"^(\d+)\.(\d+)$")
+# keys of resolved layer dicts (docs/layer-dicts.md) that are always ints, and those a weight
+# layer's shapes are computed from
+_INT_KEYS = frozenset({"outputs", "outChannels", "outSizeY", "outSizeX", "channels", "filters", "filterSize",
+                       "filterChannels", "padding", "stride", "groups", "modulesY", "modulesX", "imgSizeY",
+                       "imgSizeX", "dataIdx", "gpu", "partialSum", "sizeX", "start"})
+_SHAPE_KEYS = {"conv": ("channels", "filterChannels", "filterSize", "filters", "modulesY", "modulesX", "outputs"),
+               "local": ("channels", "filterChannels", "filterSize", "filters", "modulesY", "modulesX", "outputs"),
+               "fc": ("outputs",)}
 _INTEGER_FIELDS = {"epoch": 1, "batchnum": 0, "batches_done": 0, "rng_counter": 0}  # field: least value
 
 
@@ -244,6 +252,14 @@ def validate(state, path):
             bad(key, "is missing")
         if isinstance(value, bool) or not isinstance(value, int) or not least <= value < 2 ** 63:
             bad(key, f"is {value!r}, expected an integer >= {least}")
+    _validate_op(state["op"], bad)
+    train_range = state["op"].get("train_range")
+    if state["batchnum"] and isinstance(train_range, list) and state["batchnum"] not in train_range:
+        bad("batchnum", f"is {state['batchnum']}, not a batch of the options' train_range")
+    for key in ("train_outputs", "test_outputs"):
+        for i, entry in enumerate(state[key]):
+            if not _is_output_entry(entry):
+                bad(f"{key}[{i}]", "is not [epoch, batch, {cost layer: [cost, error, top-k error]}, cases]")
     if not state["layers"]:
         bad("layers", "is empty")
     seen = set()
@@ -264,8 +280,51 @@ def validate(state, path):
             inputs = layer.get("inputs")
             if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) and x in seen for x in inputs):
                 bad(f"{where}.inputs", "is missing or does not name layers of the checkpoint")
+        for key in _INT_KEYS.intersection(layer):
+            if not _is_int(layer[key]) or not 0 <= layer[key] < 2 ** 31:
+                bad(f"{where}.{key}", f"is {layer[key]!r}, expected an integer in [0, 2^31)")
+        for key in _SHAPE_KEYS.get(layer["type"], ()):
+            if key not in layer:
+                bad(f"{where}.{key}", "is missing")
         if layer["type"] in weight_types:
             _validate_params(state["params"].get(name), name, len(layer["inputs"]), bad)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_output_entry(entry):
+    return (isinstance(entry, (list, tuple)) and len(entry) == 4 and _is_int(entry[0]) and _is_int(entry[1])
+            and _is_int(entry[3]) and isinstance(entry[2], dict)
+            and all(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) for x in v)
+                    for v in entry[2].values()))
+
+
+def _validate_op(op, bad):
+    """Each stored option has its default's type; options without a default are str, or
+    lists (batch ranges of ints, devices of str)."""
+    from .options import DEFAULTS
+    for key, value in op.items():
+        if key not in DEFAULTS or value is None:
+            continue
+        default = DEFAULTS[key]
+        if key in ("train_range", "test_range"):
+            ok = isinstance(value, list) and value and all(_is_int(x) for x in value)
+        elif key == "gpu":
+            ok = isinstance(value, list) and value and all(isinstance(x, str) for x in value)
+        elif default is None:
+            ok = isinstance(value, str)
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = _is_int(value) and value >= 0
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            bad(f"op.{key}", f"is {value!r}, not a valid value of --{key.replace('_', '-')}")
 
 
 def _validate_params(params, name, num_inputs, bad):

@@ -16,19 +16,29 @@ import os
 BYTES = 4
 
 
+def _count(value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("not an int")
+    return value
+
+
 def layer_bytes(layer, by_name, minibatch):
-    """Estimated bytes of one layer's buffers for a minibatch."""
-    elements = 2 * int(layer.get("outputs", 0)) * minibatch
-    kind = layer["type"]
-    if kind in ("conv", "local"):
-        weights = int(layer["filterChannels"]) * int(layer["filterSize"]) ** 2 * int(layer["filters"])
-        if kind == "local":
-            weights *= int(layer["modulesY"]) * int(layer["modulesX"])
-        elements += 3 * (weights + int(layer.get("outputs", 0)))
-    elif kind == "fc":
-        fan_in = sum(int(by_name[name].get("outputs", 0)) for name in layer["inputs"])
-        elements += 3 * (fan_in + 1) * int(layer["outputs"])
-    return elements * BYTES
+    """Estimated bytes of one layer's buffers for a minibatch; 0 when its dict is malformed
+    (the net names the layer and key when it reads the dict)."""
+    try:
+        elements = 2 * _count(layer.get("outputs", 0)) * minibatch
+        kind = layer["type"]
+        if kind in ("conv", "local"):
+            weights = _count(layer["filterChannels"]) * _count(layer["filterSize"]) ** 2 * _count(layer["filters"])
+            if kind == "local":
+                weights *= _count(layer["modulesY"]) * _count(layer["modulesX"])
+            elements += 3 * (weights + _count(layer.get("outputs", 0)))
+        elif kind == "fc":
+            fan_in = sum(_count(by_name[name].get("outputs", 0)) for name in layer["inputs"])
+            elements += 3 * (fan_in + 1) * _count(layer["outputs"])
+        return elements * BYTES
+    except (KeyError, TypeError, AttributeError):
+        return 0
 
 
 def available_bytes(device):
