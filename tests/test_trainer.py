@@ -153,17 +153,14 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["alexnet", "alexnet-2gpu"])
 def test_alexnet_forward_backward_batch8(name):
-    from ccn import _core, config, weights
+    from ccn import _core, config
     layers = config.load_layers(os.path.join(REPO, "layers", f"{name}.cfg"),
                                 os.path.join(REPO, "layers", f"{name}-params.cfg"),
                                 {0: (3, 224, 224), 1: 1})
     devices = ["cpu"] * (1 + max(layer.get("gpu", 0) for layer in layers))
     net = _core.Net(layers, devices, 0)
     rng = np.random.default_rng(0)
-    by_name = {layer["name"]: layer for layer in layers}
-    for layer in layers:
-        if layer["type"] in weights.WEIGHT_TYPES:
-            net.set_params(layer["name"], weights.without_shared(weights.init_params(layer, by_name, rng)))
+    config.set_learning_params(net, layers, 0.0)
     data_layer = next(layer for layer in layers if layer["type"] == "data" and layer["dataIdx"] == 0)
     images = rng.standard_normal((data_layer["outputs"], 8)).astype(np.float32)
     labels = rng.integers(0, 1000, (1, 8)).astype(np.float32)

@@ -1,6 +1,7 @@
 // conv: a convolution with weights shared across positions (see conv.h).
 #include "layers/conv.h"
 
+#include "core/error.h"
 #include "ops/dense.h"
 
 namespace ccn::net {
@@ -19,18 +20,14 @@ ConvLayer::ConvLayer(const LayerConfig& cfg, bool local) : WeightLayer(cfg, 1) {
   g.modulesX = cfg.getInt("modulesX");
   g.local = local;
   sharedBiases_ = !local && cfg.getBool("sharedBiases", true);
-  for (const char* key : {"channels", "imgSizeY", "imgSizeX", "filterSize", "filters", "stride", "groups"})
-    if (cfg.getInt(key, 1) <= 0) cfg.fail(key, "must be positive, got " + std::to_string(cfg.getInt(key, 1)));
-  if (g.padding < 0) cfg.fail("padding", "must be >= 0, got " + std::to_string(g.padding));
-  if (g.channels % g.groups != 0 || g.numFilters % g.groups != 0)
-    cfg.fail("groups", std::to_string(g.groups) + " must divide channels (" + std::to_string(g.channels) +
-                           ") and filters (" + std::to_string(g.numFilters) + ")");
+  // The geometry comes resolved from the layer file's parser; here it is only checked.
+  try {
+    ops::checkGeometry(g);
+  } catch (const ValueError& e) {
+    cfg.failLayer(e.what());
+  }
   if (cfg.getInt("filterChannels", g.filterChannels()) != g.filterChannels())
     cfg.fail("filterChannels", "must be channels / groups = " + std::to_string(g.filterChannels()));
-  int modulesY = ConvGeometry::outputSize(g.imgSizeY, g.filterSize, g.padding, g.stride);
-  int modulesX = ConvGeometry::outputSize(g.imgSizeX, g.filterSize, g.padding, g.stride);
-  if (g.modulesY != modulesY) cfg.fail("modulesY", "the geometry gives " + std::to_string(modulesY));
-  if (g.modulesX != modulesX) cfg.fail("modulesX", "the geometry gives " + std::to_string(modulesX));
   if (outputs_ != g.hidRows())
     cfg.fail("outputs", "must be filters * modulesY * modulesX = " + std::to_string(g.hidRows()));
 }

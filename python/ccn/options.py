@@ -6,6 +6,8 @@ layer definition is fixed once trained, the layer-params file is re-read on ever
 import argparse
 import sys
 
+from . import data
+
 # Options that cannot change when a run is resumed.
 FIXED_ON_RESUME = ("layer_def", "data_provider")
 
@@ -67,15 +69,14 @@ DEFAULTS = {
     "check_grads": False,
     "multiview_test": False,
     "logreg_name": None,
-    "crop_border": 4,
-    "inner_size": 0,
-    "color_noise": 0.0,
     "write_features": None,
     "feature_path": None,
     "finetune": None,
     "seed": 0,
     "max_batches": 0,
 }
+# Each provider declares the options it takes (ccn.data.ProviderOption).
+DEFAULTS.update({name: option.default for name, (option, _) in data.provider_options().items()})
 
 
 def build_parser():
@@ -90,7 +91,7 @@ def build_parser():
     a("--layer-params", dest="layer_params", help="layer parameter file (learning rates, ...)")
     a("--data-path", dest="data_path", help="data directory (provider default when omitted)")
     a("--save-path", dest="save_path", help="directory for checkpoints (default: runs)")
-    a("--data-provider", dest="data_provider", help="fashion-mnist | cifar | cifar-cropped | dummy")
+    a("--data-provider", dest="data_provider", help=" | ".join(sorted(data.PROVIDERS)))
     a("--train-range", dest="train_range", type=_range, help="training batch numbers, e.g. 1-6")
     a("--test-range", dest="test_range", type=_range, help="test batch numbers, e.g. 7")
     a("--test-freq", dest="test_freq", type=int, help="test (and save) every this many training batches; 0: once per epoch")
@@ -102,9 +103,6 @@ def build_parser():
     a("--check-grads", dest="check_grads", type=_bool, help="check the net's gradients numerically and exit")
     a("--multiview-test", dest="multiview_test", type=_bool, help="average predictions over the provider's views when testing")
     a("--logreg-name", dest="logreg_name", help="the cost.logreg layer for multiview testing")
-    a("--crop-border", dest="crop_border", type=int, help="cifar-cropped: pixels cropped from each border")
-    a("--inner-size", dest="inner_size", type=int, help="cifar-cropped: size of the crops (overrides --crop-border)")
-    a("--color-noise", dest="color_noise", type=float, help="standard deviation of per-channel colour noise")
     a("--write-features", dest="write_features", help="write this layer's outputs on the test set and exit")
     a("--feature-path", dest="feature_path", help="directory for --write-features")
     a("--finetune", dest="finetune", help="start from this checkpoint's weights (layers whose shapes changed are re-initialised)")
@@ -112,6 +110,10 @@ def build_parser():
     a("--allow-pickle", dest="allow_pickle", type=_bool, nargs="?", const=True,
       help="load an old pickle checkpoint (it can run code); not stored in the run's options")
     a("--max-batches", dest="max_batches", type=int, help="stop after this many training batches (0: no limit)")
+    group = p.add_argument_group("data provider options")
+    for name, (option, providers) in data.provider_options().items():
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_bool if option.type is bool else option.type,
+                           help=f"{', '.join(providers)}: {option.help} (default {option.default})")
     return p
 
 

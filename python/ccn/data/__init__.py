@@ -8,8 +8,10 @@
 Registered providers (PROVIDERS): fashion-mnist, cifar, cifar-cropped, dummy, images.
 """
 from .base import (PROVIDERS, BackgroundLoader, CorruptDataError, DataProvider, MissingDataError,
-                   get_provider, parse_batch_range, register_provider)
+                   ProviderOption, get_provider, parse_batch_range, provider_options, provider_params,
+                   register_provider)
 from . import cifar, dummy, fashion_mnist, images  # noqa: F401  (register the providers)
 
 __all__ = ["PROVIDERS", "BackgroundLoader", "CorruptDataError", "DataProvider", "MissingDataError",
-           "get_provider", "parse_batch_range", "register_provider"]
+           "ProviderOption", "get_provider", "parse_batch_range", "provider_options", "provider_params",
+           "register_provider"]

@@ -13,10 +13,41 @@ by ``(seed, epoch, batchnum)``, so a resumed run draws exactly what the original
 """
 import concurrent.futures
 import inspect
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 PROVIDERS = {}
+
+
+class ProviderOption(NamedTuple):
+    """A command-line option a provider takes: ``--name-with-dashes`` on convnet.py, passed to
+    the provider's constructor as the keyword ``name``."""
+    name: str
+    type: Callable  # int, float or bool
+    default: Any
+    help: str
+    phase: str = "both"  # "train": only the training provider gets it; "test": only the test one
+
+
+def provider_options():
+    """{option name: (ProviderOption, [providers that take it])} over every registered provider.
+    Providers that share an option must declare it alike."""
+    found = {}
+    for provider_name, cls in sorted(PROVIDERS.items()):
+        for option in cls.options:
+            if option.name in found and found[option.name][0][:3] != option[:3]:
+                raise ValueError(f"providers declare option {option.name!r} differently")
+            found.setdefault(option.name, (option, []))[1].append(provider_name)
+    return found
+
+
+def provider_params(name, op, test):
+    """The keyword parameters of provider `name` for one phase, taken from the options dict op."""
+    if name not in PROVIDERS:
+        raise ValueError(f"unknown data provider {name!r}; known: {', '.join(sorted(PROVIDERS))}")
+    phase = "test" if test else "train"
+    return {o.name: op.get(o.name, o.default) for o in PROVIDERS[name].options if o.phase in ("both", phase)}
 
 
 class MissingDataError(FileNotFoundError):
@@ -168,6 +199,7 @@ class DataProvider:
     name = None
     num_views = 1
     label_names = []
+    options = ()  # the ProviderOptions this provider takes from the command line
 
     def __init__(self, data_path, batch_range, test, seed):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
