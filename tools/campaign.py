@@ -436,7 +436,7 @@ def main():
     print(f"kill -9: {args.kills} kills: {dict(sorted(kill_counts.items()))}")
     bad += sum(kill_counts[k] for k in ("lost checkpoint", "resume failed", "duplicate metrics rows",
                                         "metrics rows != checkpoint", "orphan tmp after resume"))
-    if args.corruptions:
+    if args.corruptions and args.kills:  # the damaged copies are made from a checkpoint of those runs
         c = corruptions(args.corruptions, args.seed, kill_root)
         print(f"checkpoints: {args.corruptions} corruptions: {dict(sorted(c.items()))}")
         bad += c["silent load"] + c["traceback"] + c["foreign code ran"]
