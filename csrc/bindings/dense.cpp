@@ -75,12 +75,14 @@ void bind_dense(py::module_& m) {
   }, py::arg("weights"), py::arg("grads"), py::arg("inc"), py::arg("eps_over_cases"), py::arg("mom"),
      py::arg("wc_eps"), "inc = mom * inc + eps_over_cases * grads - wc_eps * weights; weights += inc (in place)");
 
-  m.def("copy_columns", [](py::handle src, int64_t start, py::handle targets) {
+  m.def("copy_columns", [](py::handle src, int64_t srcStart, py::handle targets, int64_t targetStart, int64_t count,
+                           float scaleTargets) {
     Tensor s = as_tensor(src, "src"), t = as_target(targets, "targets");
     py::gil_scoped_release release;
-    ops::copyColumns(s, start, t);
-  }, py::arg("src"), py::arg("start"), py::arg("targets"),
-     "targets[:, :] = src[:, start:start + targets.shape[1]] (matrix views)");
+    ops::copyColumns(s, srcStart, t, targetStart, count, scaleTargets);
+  }, py::arg("src"), py::arg("src_start"), py::arg("targets"), py::arg("target_start"), py::arg("count"),
+     py::arg("scale_targets") = 0.f,
+     "targets[:, t:t+count] = scale_targets * targets[:, t:t+count] + src[:, s:s+count] (matrix views)");
 
   m.def("flag_non_finite", [](py::handle t, py::handle flags, int64_t index) {
     Tensor x = as_tensor(t, "t"), f = as_target(flags, "flags");

@@ -175,14 +175,15 @@ void bind_net(py::module_& m) {
         }
         return costsDict(net);
       }, py::arg("data"), "fprop(train=True) + bprop + update; returns costs().")
-      .def("stage_batch", [](Net& net, const py::list& data) {
+      .def("stage_batch", [](Net& net, const py::list& data, int channel) {
         std::vector<Tensor> tensors = toDataTensors(data);
         py::gil_scoped_release release;
-        net.stageBatch(tensors);
-      }, py::arg("data"),
-         "Copies a whole data batch to the data layers' devices (asynchronously on CUDA) as the next batch.")
-      .def("begin_batch", &Net::beginBatch, py::call_guard<py::gil_scoped_release>(),
-           "Makes the staged batch current (waiting for its copies); returns its number of cases.")
+        net.stageBatch(tensors, channel);
+      }, py::arg("data"), py::arg("channel") = 0,
+         "Copies a whole data batch to the data layers' devices (asynchronously on CUDA) as the channel's "
+         "next batch (channel 0: training, 1: testing).")
+      .def("begin_batch", &Net::beginBatch, py::arg("channel") = 0, py::call_guard<py::gil_scoped_release>(),
+           "Makes the channel's staged batch current (waiting for its copies); returns its number of cases.")
       .def("fprop_slice", &Net::fpropSlice, py::arg("start"), py::arg("end"), py::arg("train") = false,
            py::call_guard<py::gil_scoped_release>(), "fprop on cases [start, end) of the current batch.")
       .def("train_slice", [](Net& net, int start, int end) {

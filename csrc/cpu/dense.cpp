@@ -113,11 +113,17 @@ void momentumUpdate(Tensor& weights, const Tensor& grads, Tensor& inc, float eps
   });
 }
 
-void copyColumns(const Tensor& src, int64_t start, Tensor& targets) {
-  const int64_t rows = src.rows(), from = src.cols(), n = targets.cols();
-  const float* s = src.data() + start;
-  float* t = targets.data();
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(t + r * n, s + r * from, sizeof(float) * n);
+void copyColumns(const Tensor& src, int64_t srcStart, Tensor& targets, int64_t targetStart, int64_t count,
+                 float scaleTargets) {
+  const int64_t rows = src.rows(), from = src.cols(), to = targets.cols();
+  const float* s = src.data() + srcStart;
+  float* t = targets.data() + targetStart;
+  if (scaleTargets == 0.f) {
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(t + r * to, s + r * from, sizeof(float) * count);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < count; ++j) t[r * to + j] = scaleTargets * t[r * to + j] + s[r * from + j];
 }
 
 void flagNonFinite(const Tensor& t, Tensor& flags, int64_t index) {

@@ -14,6 +14,7 @@ from .weights import WEIGHT_TYPES
 
 
 KEEP_CHECKPOINTS = 2
+TEST_CHANNEL = 1  # the Net's data channel for test batches (0 carries the training batches)
 
 
 class TrainingError(RuntimeError):
@@ -241,10 +242,16 @@ class Trainer:
             if self.op["multiview_test"] and getattr(dp, "num_views", 1) > 1:
                 totals.add(*self._multiview_costs(images, labels, dp.num_views))
                 continue
-            for s, e in _slices(images.shape[1], self.op["mini"]):
-                self.net.fprop([_columns(images, s, e), _columns(labels, s, e)], False)
+            for s, e in _slices(self._begin_test_batch(images, labels), self.op["mini"]):
+                self.net.fprop_slice(s, e, False)
                 totals.add(self.net.costs(), e - s)
         return totals
+
+    def _begin_test_batch(self, images, labels):
+        """Stages a test batch on the test channel (the training channel keeps its staged
+        batch) and makes it current; returns its number of cases."""
+        self.net.stage_batch([images, labels], TEST_CHANNEL)
+        return self.net.begin_batch(TEST_CHANNEL)
 
     def _multiview_costs(self, images, labels, num_views):
         """Averages the logreg layer's probabilities over the views, then scores them."""
@@ -255,11 +262,11 @@ class Trainer:
         probs_layer = self.by_name[name]["inputs"][1]
         n = labels.shape[1]
         probs = None
+        self._begin_test_batch(images, np.tile(labels, (1, num_views)))  # views are column blocks
         for v in range(num_views):
-            view = images[:, v * n:(v + 1) * n]
             outs = []
             for s, e in _slices(n, self.op["mini"]):
-                self.net.fprop([_columns(view, s, e), _columns(labels, s, e)], False)
+                self.net.fprop_slice(v * n + s, v * n + e, False)
                 outs.append(self.net.get_acts(probs_layer).reshape(-1, e - s))
             p = np.concatenate(outs, axis=1)
             probs = p if probs is None else probs + p
@@ -352,8 +359,8 @@ class Trainer:
         for _ in range(len(dp.batch_range)):
             epoch, batchnum, (images, labels) = dp.get_next_batch()
             feats = []
-            for s, e in _slices(images.shape[1], self.op["mini"]):
-                self.net.fprop([_columns(images, s, e), _columns(labels, s, e)], False)
+            for s, e in _slices(self._begin_test_batch(images, labels), self.op["mini"]):
+                self.net.fprop_slice(s, e, False)
                 acts = self.net.get_acts(layer_name)
                 feats.append(np.moveaxis(acts, -1, 0).reshape(e - s, *acts.shape[:-1]))
             out = os.path.join(path, f"data_batch_{batchnum}.npz")
