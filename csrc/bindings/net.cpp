@@ -24,7 +24,13 @@ ConfigValue toConfigValue(py::handle obj) {
     v.kind = ConfigValue::Kind::Int;
     PyObject* index = PyNumber_Index(obj.ptr());
     if (!index) throw py::error_already_set();
-    v.i = py::reinterpret_steal<py::int_>(index).cast<int64_t>();
+    int overflow = 0;
+    v.i = PyLong_AsLongLongAndOverflow(index, &overflow);
+    Py_DECREF(index);
+    if (overflow) {  // the typed getters then name the layer and key
+      v.kind = ConfigValue::Kind::Other;
+      v.s = "an int beyond 64 bits";
+    }
   } else if (py::isinstance<py::float_>(obj) ||
              py::isinstance(obj, py::module_::import("numpy").attr("floating"))) {
     v.kind = ConfigValue::Kind::Float;
