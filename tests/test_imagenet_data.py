@@ -3,6 +3,7 @@ an interruption; the image and images providers' crops, flips, 10 views and PCA 
 noise checked against crops cut in the test; the trainer end to end on the batches."""
 import io
 import os
+import re
 import pickle
 
 import numpy as np
@@ -257,7 +258,7 @@ def test_trains_on_make_data_batches_and_tests_ten_views(tmp_path, batches, caps
             "--decode-workers=1", "--multiview-test=1"]
     assert convnet_main(args) == 0
     out = capsys.readouterr().out
-    assert "2.3 test:  logprob: cost" in out  # trained both epochs, tested on the 10 views
+    assert re.search(r"^epoch 2/2 .*\|\s+test logprob: cost", out, re.M)  # trained both epochs, tested on the 10 views
     run_dir = tmp_path / "runs" / os.listdir(tmp_path / "runs")[0]
     state = checkpoint.load(str(run_dir))[0]
     assert state["epoch"] == 2 and state["op"]["data_provider"] == "image"

@@ -48,7 +48,7 @@ def test_trains_tests_and_writes_checkpoint_and_metrics(tmp_path, cifar, capsys)
     csv_text = open(os.path.join(run_dir, "metrics.csv")).read()
     assert csv_text.startswith("phase,epoch,batch,layer,cost") and "test,4,5,logprob" in csv_text
     out = capsys.readouterr().out
-    assert "test:" in out and "logprob" in out
+    assert "test logprob: cost" in out
     # test-only and multiview on the cropped provider
     run(["-f", run_dir, "--test-only=1"])
 

@@ -25,7 +25,17 @@ def _rank_prefix():
     return f" (rank {rank})" if distributed.launched_by_mpi() and rank not in (None, "0") else ""
 
 
+def _interrupted(trainer):
+    """Ctrl-C: where the run can be resumed from, if anywhere."""
+    run_dir = getattr(trainer, "run_dir", None)
+    saved = checkpoint.list_checkpoints(run_dir) if run_dir and os.path.isdir(run_dir) else []
+    if saved:
+        return f"convnet: interrupted; resume with -f {run_dir} (its newest checkpoint is {saved[-1]})"
+    return "convnet: interrupted before the first checkpoint; nothing was saved"
+
+
 def convnet_main(argv=None):
+    trainer = None
     try:
         given, load_file = options.parse(argv)
         allow_pickle = given.pop("allow_pickle", False)
@@ -67,7 +77,7 @@ def convnet_main(argv=None):
         print(f"convnet: error{_rank_prefix()}: {e}", file=sys.stderr)
         return _stop_job(2)
     except KeyboardInterrupt:
-        print("convnet: interrupted; the last checkpoint is kept", file=sys.stderr)
+        print(_interrupted(trainer), file=sys.stderr)
         return _stop_job(130)
 
 

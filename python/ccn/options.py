@@ -4,6 +4,8 @@ Options given on the command line override those stored in a checkpoint (``-f``)
 layer definition is fixed once trained, the layer-params file is re-read on every start.
 """
 import argparse
+import difflib
+import re
 import sys
 
 from . import data
@@ -52,6 +54,23 @@ def _devices(text):
     return devices
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: a mistyped option gets "did you mean", not the usage."""
+
+    def error(self, message):
+        match = re.match(r"unrecognized arguments: (.*)", message)
+        if match:
+            known = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+            lines = []
+            for arg in match.group(1).split():
+                name = arg.split("=", 1)[0]
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) if name.startswith("-") else []
+                lines.append(f"unknown option {name}" + (f"; did you mean {close[0]}?" if close else "")
+                             if name.startswith("-") else f"unexpected argument {arg!r}")
+            message = "; ".join(lines)
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 DEFAULTS = {
     "layer_def": None,
     "layer_params": None,
@@ -80,7 +99,7 @@ DEFAULTS.update({name: option.default for name, (option, _) in data.provider_opt
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="convnet.py",
         description="Train a convolutional net described by cuda-convnet layer files.",
         argument_default=argparse.SUPPRESS,  # only options the user gave override a checkpoint's

@@ -50,7 +50,7 @@ class ShowError(ValueError):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="shownet.py", description="Plots of a trained net from its checkpoint.")
+    p = options.Parser(prog="shownet.py", description="Plots of a trained net from its checkpoint.")
     a = p.add_argument
 
     def flag(name, dest, text):

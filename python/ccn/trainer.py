@@ -63,11 +63,22 @@ def _columns(array, start, end):
     return np.ascontiguousarray(array[:, start:end], dtype=np.float32)
 
 
-class CostTotals:
-    """Sums of [cost, error, errorTopK] per cost layer over some cases."""
+def duration(seconds):
+    """'42.1s', '13m 41s', '2h 05m'."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    return f"{minutes // 60}h {minutes % 60:02d}m"
 
-    def __init__(self):
-        self.sums, self.cases = {}, 0
+
+class CostTotals:
+    """Sums of [cost, error, errorTopK] per cost layer over some cases; topk: {layer: k} of the
+    cost.logreg layers, whose top-k error is shown (labelled with k) when k > 1."""
+
+    def __init__(self, topk=None):
+        self.sums, self.cases, self.topk = {}, 0, dict(topk or {})
 
     def add(self, costs, num_cases):
         for name, values in costs.items():
@@ -76,14 +87,27 @@ class CostTotals:
                 acc[i] += v
         self.cases += num_cases
 
+    def merge(self, other):
+        """Adds another CostTotals' sums (e.g. a data batch's into the epoch's)."""
+        for name, values in other.sums.items():
+            acc = self.sums.setdefault(name, [0.0] * len(values))
+            for i, v in enumerate(values):
+                acc[i] += v
+        self.cases += other.cases
+
     def averages(self):
         return {name: [v / max(self.cases, 1) for v in values] for name, values in self.sums.items()}
 
     def describe(self):
         parts = []
         for name, (cost, err, errk) in self.averages().items():
-            parts.append(f"{name}: cost {cost:.6f}, error {err:.4f}" + (f", top-k error {errk:.4f}" if errk != err else ""))
+            k = self.topk.get(name, 1)
+            parts.append(f"{name}: cost {cost:.6f}, error {err:.4f}" + (f", top-{k} error {errk:.4f}" if k > 1 else ""))
         return "; ".join(parts)
+
+    def first_error(self):
+        """(layer, error) of the first cost layer, or None."""
+        return next(((name, values[1]) for name, values in self.averages().items()), None)
 
 
 class Trainer:
@@ -123,6 +147,9 @@ class Trainer:
         self.epoch, self.batchnum = self.state.get("epoch", 1), self.state.get("batchnum", 0)
         self.batches_done = self.state.get("batches_done", 0)
         self.metrics_rows = self.state.get("metrics_rows")
+        self.topk = {layer["name"]: layer.get("topk", 1) for layer in self.layers if layer["type"] == "cost.logreg"}
+        self.last_checkpoint = None
+        self.new_run_dir = None  # the run directory this process created, if any
         self._init_params()
         self._set_learning_params()
         if "rng_counter" in self.state and not op.get("finetune"):
@@ -130,6 +157,12 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------------------
     def _provider(self, batch_range, test, multiview=False):
+        try:
+            return self._make_provider(batch_range, test, multiview)
+        except ValueError as e:  # the providers speak of "batch_range": the user gave an option
+            raise ValueError(str(e).replace("batch_range", "--test-range" if test else "--train-range", 1)) from None
+
+    def _make_provider(self, batch_range, test, multiview=False):
         op = self.op
         params = dict(seed=op["seed"], **data.provider_params(op["data_provider"], op, test))
         if multiview:
@@ -174,12 +207,26 @@ class Trainer:
         config.set_learning_params(self.net, self.layers, progress)
 
     # -- training ------------------------------------------------------------------------
+    def nothing_left(self):
+        """The message for a run that has trained all its --epochs, else None."""
+        if self.train_dp is None or self._next_position(self.train_dp.batch_range)[0] <= self.op["epochs"]:
+            return None
+        return (f"convnet: nothing left to train: the run has done {self.epoch} epoch(s) and --epochs is "
+                f"{self.op['epochs']}; pass --epochs=N with N > {self.epoch} to train more")
+
     def train(self):
         from tqdm import tqdm
         op = self.op
+        finished = self.nothing_left()
+        if finished:
+            self._say(finished)
+            self.train_dp.close()
+            self.test_dp.close()
+            return self.run_dir
         if self.lead:
             if self.run_dir is None:
                 self.run_dir = checkpoint.new_run_dir(op["save_path"])
+                self.new_run_dir = self.run_dir
             else:  # resuming: undo what a killed run left behind after its last checkpoint
                 for path in checkpoint.remove_orphans(self.run_dir):
                     print(f"convnet: removed {path}, left by an interrupted run")
@@ -191,7 +238,13 @@ class Trainer:
         dp = self.train_dp
         dp.set_position(*self._next_position(dp.batch_range))
         batches_per_epoch = len(dp.batch_range)
+        planned = op["epochs"] * batches_per_epoch - self.batches_done
+        if op["max_batches"]:
+            planned = min(planned, op["max_batches"] - self.batches_done)
         since_test = 0
+        period = CostTotals(self.topk)  # training since the last test (the epoch when testing once per epoch)
+        started = period_started = time.time()
+        trained_here = 0
         bar, bar_epoch = None, None
         # Each data batch is copied to the devices once (stage_batch), the next one while
         # this one trains; minibatches are sliced on the devices.
@@ -211,16 +264,19 @@ class Trainer:
                     if bar is not None:
                         bar.close()
                     done_in_epoch = dp.batch_range.index(batchnum)
+                    # a progress bar on a terminal only: a redirected log gets plain lines
                     bar = tqdm(total=batches_per_epoch, initial=done_in_epoch, desc=f"epoch {epoch}",
                                unit="batch", file=sys.stdout, leave=False, dynamic_ncols=True,
-                               disable=not self.lead)
+                               disable=not (self.lead and sys.stdout.isatty()))
                     bar_epoch = epoch
                 start = time.time()
                 self._set_learning_params()
                 totals = self._train_batch(num_cases, epoch, batchnum)
                 self.epoch, self.batchnum = epoch, batchnum
                 self.batches_done += 1
+                trained_here += 1
                 since_test += 1
+                period.merge(totals)
                 self.train_outputs.append((epoch, batchnum, totals.averages(), totals.cases))
                 self._log_metrics("train", epoch, batchnum, totals, time.time() - start)
                 bar.update(1)
@@ -228,26 +284,49 @@ class Trainer:
                 last_of_epoch = dp.batch_range.index(batchnum) == batches_per_epoch - 1
                 if (op["test_freq"] and since_test >= op["test_freq"]) or (not op["test_freq"] and last_of_epoch):
                     bar.clear()
-                    self._say(f"{epoch}.{batchnum} train: {totals.describe()}  ({time.time() - start:.1f}s)")
-                    self._test_and_save()
-                    since_test = 0
+                    self._report(period, self._test_and_save(), last_of_epoch, period_started,
+                                 (time.time() - started) / trained_here * (planned - trained_here))
+                    since_test, period, period_started = 0, CostTotals(self.topk), time.time()
                 if op["max_batches"] and self.batches_done >= op["max_batches"]:
                     break
             if bar is not None:
                 bar.close()
             if since_test:
-                self._test_and_save()
+                self._report(period, self._test_and_save(), False, period_started, 0.0)
         finally:
             if bar is not None:
                 bar.close()
             dp.close()
             self.test_dp.close()
+            if self.new_run_dir and os.path.isdir(self.new_run_dir) and not os.listdir(self.new_run_dir):
+                os.rmdir(self.new_run_dir)  # stopped before writing anything: no empty run directory
+                self.run_dir = None
+        self._summary(time.time() - started)
         return self.run_dir
+
+    def _report(self, train, test, end_of_epoch, since, eta):
+        """One line per test: training over the batches since the previous test (the whole
+        epoch when testing once per epoch), the test, the seconds they took, the time left."""
+        where = f"epoch {self.epoch}/{self.op['epochs']}" + ("" if end_of_epoch else f" (batch {self.batchnum})")
+        self._say(f"{where}  train {train.describe()}  |  test {test.describe()}  |  "
+                  f"{duration(time.time() - since)}, ETA {duration(eta)}")
+
+    def _summary(self, seconds):
+        """The run's final and best test error, its newest checkpoint and the time taken."""
+        errors = [(values[1], epoch, batchnum) for epoch, batchnum, averages, _ in self.test_outputs
+                  for values in list(averages.values())[:1]]
+        if not errors:
+            return
+        final, best = errors[-1], min(errors)
+        layer = next(iter(self.test_outputs[-1][2]))
+        self._say(f"convnet: done in {duration(seconds)}: test error ({layer}) final {final[0]:.4f} at "
+                  f"{final[1]}.{final[2]}, best {best[0]:.4f} at {best[1]}.{best[2]}; "
+                  f"checkpoint {self.last_checkpoint or 'not written'}")
 
     def _train_batch(self, num_cases, epoch, batchnum):
         """Trains on the current (staged) batch, one minibatch slice at a time; under MPI each
         rank takes its shard of every minibatch and the gradients are summed over the ranks."""
-        totals = CostTotals()
+        totals = CostTotals(self.topk)
         for s, e in _slices(num_cases, self.op["mini"], self.multiple):
             if self.world.size == 1:
                 costs = self.net.train_slice(s, e)
@@ -278,6 +357,7 @@ class Trainer:
         if self.lead:
             from tqdm import tqdm
             tqdm.write(text, file=sys.stdout)
+            sys.stdout.flush()
 
     def _check_finite(self, costs, where):
         """After every step: the devices flag any NaN or Inf (activations, gradients, updated
@@ -297,7 +377,7 @@ class Trainer:
     def test(self, one_batch=False):
         """Tests on the test range (one batch when one_batch); returns CostTotals."""
         dp = self.test_dp
-        totals = CostTotals()
+        totals = CostTotals(self.topk)
         for _ in range(1 if one_batch else len(dp.batch_range)):
             _, _, (images, labels) = dp.get_next_batch()
             if self.op["multiview_test"] and getattr(dp, "num_views", 1) > 1:
@@ -337,11 +417,12 @@ class Trainer:
         return {name: [cost, err, errk]}, n
 
     def _test_and_save(self):
+        """Tests, logs and writes a checkpoint; returns the test's CostTotals."""
         totals = self.test(one_batch=self.op["test_one"])
-        self._say(f"{self.epoch}.{self.batchnum} test:  {totals.describe()}")
         self.test_outputs.append((self.epoch, self.batchnum, totals.averages(), totals.cases))
         self._log_metrics("test", self.epoch, self.batchnum, totals, 0.0)
         self.save()
+        return totals
 
     def save(self):
         if not self.lead:
@@ -362,6 +443,7 @@ class Trainer:
             "metrics_rows": self.metrics_rows,  # rows of metrics.csv this checkpoint accounts for
         }
         path = checkpoint.save(self.run_dir, self.epoch, self.batchnum, state)
+        self.last_checkpoint = path
         # keep the newest two: the older one is what loading falls back to if the newest rots
         for old in checkpoint.list_checkpoints(self.run_dir)[:-KEEP_CHECKPOINTS]:
             if os.path.abspath(old) != os.path.abspath(path):
