@@ -54,6 +54,7 @@ _NAME = re.compile(r"^(\d+)\.(\d+)$")
 _INT_KEYS = frozenset({"outputs", "outChannels", "outSizeY", "outSizeX", "channels", "filters", "filterSize",
                        "filterChannels", "padding", "stride", "groups", "modulesY", "modulesX", "imgSizeY",
                        "imgSizeX", "dataIdx", "gpu", "partialSum", "sizeX", "start"})
+_SIGNED_KEYS = frozenset({"start"})  # a pooling window may start before the image
 _SHAPE_KEYS = {"conv": ("channels", "filterChannels", "filterSize", "filters", "modulesY", "modulesX", "outputs"),
                "local": ("channels", "filterChannels", "filterSize", "filters", "modulesY", "modulesX", "outputs"),
                "fc": ("outputs",)}
@@ -281,8 +282,9 @@ def validate(state, path):
             if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) and x in seen for x in inputs):
                 bad(f"{where}.inputs", "is missing or does not name layers of the checkpoint")
         for key in _INT_KEYS.intersection(layer):
-            if not _is_int(layer[key]) or not 0 <= layer[key] < 2 ** 31:
-                bad(f"{where}.{key}", f"is {layer[key]!r}, expected an integer in [0, 2^31)")
+            least = -2 ** 31 if key in _SIGNED_KEYS else 0
+            if not _is_int(layer[key]) or not least <= layer[key] < 2 ** 31:
+                bad(f"{where}.{key}", f"is {layer[key]!r}, expected an integer in [{least or 0}, 2^31)")
         for key in _SHAPE_KEYS.get(layer["type"], ()):
             if key not in layer:
                 bad(f"{where}.{key}", "is missing")

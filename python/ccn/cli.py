@@ -63,7 +63,9 @@ def convnet_main(argv=None):
             return 0 if trainer.check_grads() else 1
         if op["write_features"]:
             if not op["feature_path"]:
-                raise ValueError("--write-features needs --feature-path")
+                if run_dir is None:
+                    raise ValueError("--write-features needs --feature-path (or -f RUN, which writes under RUN/features)")
+                op["feature_path"] = os.path.join(run_dir, "features", op["write_features"])
             for path in trainer.write_features(op["write_features"], op["feature_path"]):
                 print(f"wrote {path}")
             return 0

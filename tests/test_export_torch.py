@@ -1,0 +1,193 @@
+"""python -m ccn.export --layout=torch and ccn.export.to_torch: a small net with every
+translated kind of layer (strided padded conv whose last module hangs over the image, local
+with untied biases, max and avg pooling, cross-map and spatial normalisation, tanh, dropout,
+a two-input fc, eltsum, concat, softmax) is trained, exported and rebuilt in torch, whose
+test-set probabilities must match ccn's to 1e-5."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ccn import checkpoint, data, export
+from ccn.cli import convnet_main
+from trainer_fixtures import write_cifar, write_net
+
+torch = pytest.importorskip("torch")
+
+NET = """
+[data]
+type=data
+dataIdx=0
+
+[labels]
+type=data
+dataIdx=1
+
+[conv1]
+type=conv
+inputs=data
+channels=3
+filters=8
+filterSize=5
+padding=2
+stride=2
+initW=0.05
+neuron=relu
+
+[rnorm1]
+type=cmrnorm
+inputs=conv1
+size=3
+
+[pool1]
+type=pool
+pool=max
+inputs=rnorm1
+sizeX=3
+stride=2
+
+[local2]
+type=local
+inputs=pool1
+filters=4
+filterSize=3
+padding=1
+stride=2
+initW=0.05
+neuron=tanh[1.5,0.7]
+
+[apool]
+type=pool
+pool=avg
+inputs=pool1
+sizeX=3
+stride=3
+start=-1
+
+[snorm]
+type=rnorm
+inputs=apool
+size=2
+
+[fca]
+type=fc
+inputs=pool1,local2
+outputs=10
+initW=0.01
+
+[fcb]
+type=fc
+inputs=snorm
+outputs=10
+initW=0.01
+
+[both]
+type=eltsum
+inputs=fca,fcb
+coeffs=1,0.5
+
+[drop]
+type=dropout
+inputs=both
+
+[cat]
+type=concat
+inputs=drop,fcb
+
+[fc10]
+type=fc
+inputs=cat
+outputs=10
+initW=0.05
+
+[probs]
+type=softmax
+inputs=fc10
+
+[logprob]
+type=cost.logreg
+inputs=labels,probs
+"""
+
+LEARN = "epsW=0.001\nepsB=0.002\nmomW=0.9\nmomB=0.9\nwc=0\n"
+PARAMS = "".join(f"[{name}]\n{LEARN}\n" for name in ("conv1", "local2", "fca", "fcb", "fc10")) + \
+    "[rnorm1]\nscale=0.01\npow=0.75\n\n[snorm]\nscale=0.02\npow=0.5\n\n[drop]\nkeep=0.8\n"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("torch")
+    cifar = write_cifar(str(tmp / "cifar"))
+    layers, params = write_net(tmp, net=NET, params=PARAMS)
+    assert convnet_main([f"--layer-def={layers}", f"--layer-params={params}", f"--data-path={cifar}",
+                         "--data-provider=cifar", f"--save-path={tmp / 'runs'}", "--train-range=1-5", "--test-range=6",
+                         "--mini=16", "--gpu=cpu", "--seed=2", "--epochs=1"]) == 0
+    run_dir = str(tmp / "runs" / os.listdir(tmp / "runs")[0])
+    assert convnet_main(["-f", run_dir, "--test-only=1", "--write-features=probs"]) == 0
+    return run_dir, cifar
+
+
+def ccn_probs_and_images(run_dir, cifar):
+    """ccn's test-set probabilities (written by --write-features, under the run directory) and
+    the test images as the provider gives them."""
+    written = os.path.join(run_dir, "features", "probs", "data_batch_6.npz")
+    probs = np.load(written)["data"]
+    dp = data.get_provider("cifar", cifar, [6], test=True, seed=0)
+    _, _, (images, _) = dp.get_next_batch()
+    dp.close()
+    return probs, images.T.copy()
+
+
+def test_torch_layout_shapes_and_metadata(trained, tmp_path):
+    run_dir, _ = trained
+    out = tmp_path / "w.safetensors"
+    assert export.main(["-f", run_dir, "--layout=torch", f"--out={out}"]) == 0
+    arrays, meta = export.read_export(str(out))
+    state, _, _ = checkpoint.load(run_dir)
+    conv, local, fca = (state["params"][n] for n in ("conv1", "local2", "fca"))
+    assert arrays["conv1.weights.0"].shape == (8, 3, 5, 5)
+    # torch's conv weight [f, c, y, x] is the engine's row (c, y, x) of column f
+    np.testing.assert_array_equal(arrays["conv1.weights.0"][5, 2, 1, 3], conv["weights"][0][2 * 25 + 1 * 5 + 3, 5])
+    my, mx = 5, 5  # 1 + ceil((8 + 2 - 3) / 2): the last module hangs over the image
+    assert arrays["local2.weights.0"].shape == (my, mx, 4, 8, 3, 3) and arrays["local2.biases"].shape == (4, my, mx)
+    module, f, c, y, x = (2 * mx + 1), 3, 6, 2, 0
+    assert arrays["local2.weights.0"][2, 1, f, c, y, x] == local["weights"][0][module * 72 + c * 9 + y * 3 + x, f]
+    np.testing.assert_array_equal(arrays["fca.weights.1"], fca["weights"][1].T)
+    assert json.loads(meta["order"])[:3] == ["data", "labels", "conv1"] and meta["layout"] == "torch"
+    assert json.loads(meta["shapes"])["fca.weights.0"] == [10, 8 * 8 * 8]
+    assert json.loads(meta["layers"])[2]["modulesX"] == 17
+
+
+@pytest.mark.parametrize("how", ["checkpoint", "torch-npz", "ccn-safetensors"])
+def test_to_torch_matches_ccn_probabilities(trained, tmp_path, how):
+    run_dir, cifar = trained
+    source = run_dir
+    if how != "checkpoint":
+        layout, fmt = how.split("-")
+        source = str(tmp_path / f"w.{fmt}")
+        assert export.main(["-f", run_dir, f"--layout={layout}", f"--out={source}"]) == 0
+    net = export.to_torch(source)
+    probs, images = ccn_probs_and_images(run_dir, cifar)
+    with torch.no_grad():
+        ours = net(torch.from_numpy(images)).numpy()
+    assert ours.shape == probs.shape == (40, 10)
+    assert np.abs(probs.sum(axis=1) - 1).max() < 1e-5 and probs.std() > 1e-3  # real, varied probabilities
+    np.testing.assert_allclose(ours, probs, atol=1e-5, rtol=0)
+
+
+def test_export_defaults_under_the_run_directory(trained, capsys):
+    run_dir, _ = trained
+    assert export.main(["-f", run_dir, "--layout=torch"]) == 0
+    written = capsys.readouterr().out.split()[1]
+    assert os.path.dirname(written) == os.path.join(run_dir, "exports") and written.endswith("-torch.npz")
+
+
+def test_an_untranslated_layer_is_named(trained):
+    run_dir, _ = trained
+    state, _, _ = checkpoint.load(run_dir)
+    layers = [dict(layer, pool="maxabs") if layer["name"] == "pool1" else layer for layer in state["layers"]]
+    from ccn.torch_net import TorchNet
+    net = TorchNet(layers, export.weight_arrays(dict(state, layers=layers), "torch"))
+    with pytest.raises(ValueError, match="pool=maxabs of layer 'pool1'"):
+        net(torch.zeros(2, 3 * 32 * 32))
