@@ -42,6 +42,7 @@ TOP_CLASSES = 5            # bars per image in --show-preds
 NUM_MAP_IMAGES = 3         # test images in --show-maps
 MAX_MAPS = 64              # maps drawn per image
 SMOOTH_WINDOW = 5          # test points averaged by --smooth-test-errors
+NUM_QUERIES = 8            # test images in --show-similar
 DPI = 100
 
 
@@ -71,6 +72,14 @@ def build_parser():
     a("--show-preds", dest="show_preds", help="softmax layer whose predictions on test images to draw")
     flag("--only-errors", "only_errors", "--show-preds: misclassified images only")
     a("--show-maps", dest="show_maps", help="layer whose activation maps on test images to draw")
+    a("--show-similar", dest="show_similar",
+      help="layer in whose feature space test images are drawn beside their nearest training images")
+    a("--neighbours", dest="neighbours", type=int, default=5, help="--show-similar: training images per query (default 5)")
+    a("--queries", dest="queries", type=int, default=NUM_QUERIES,
+      help=f"--show-similar: test images drawn (default {NUM_QUERIES}); the class agreement counts all")
+    a("--search", dest="search", choices=("auto", "exact", "faiss"), default="auto",
+      help="--show-similar: exact (NumPy), faiss (approximate, pip install 'ccn[retrieval]') or auto "
+           "(exact up to 200,000 training images)")
     a("--data-path", dest="data_path", help="data directory (default: the checkpoint's)")
     a("--test-range", dest="test_range", type=options._range, help="test batches (default: the checkpoint's)")
     a("--gpu", dest="gpu", type=options._devices, help="logical devices for running the net (default: the checkpoint's)")
@@ -81,7 +90,7 @@ def build_parser():
 
 def shownet(args):
     """Draws every plot args asks for; prints and returns the paths of the PNG files."""
-    state, _, run_dir = checkpoint.load(args.load_file, allow_pickle=args.allow_pickle)
+    state, ckpt_path, run_dir = checkpoint.load(args.load_file, allow_pickle=args.allow_pickle)
     layers = {layer["name"]: layer for layer in state["layers"]}
     _check_request(args, state, layers)
     out_dir = args.out or run_dir
@@ -105,8 +114,13 @@ def shownet(args):
                            args.input_idx, args.channels, not args.no_rgb, args.norm_filters)
         suffix = f"-{args.input_idx}" if args.input_idx else ""
         save(fig, f"{args.show_filters}-filters{suffix}.png")
-    if args.show_preds or args.show_maps:
+    if args.show_preds or args.show_maps or args.show_similar:
         with _TestBatch(state, run_dir, args) as batch:
+            if args.show_similar:
+                cache = os.path.join(run_dir or os.path.dirname(ckpt_path), "features",
+                                     f"similar-{args.show_similar}-{os.path.basename(ckpt_path)}.npz")
+                fig = plot_similar(plt, batch, args.show_similar, args.neighbours, args.queries, args.search, cache)
+                save(fig, f"{args.show_similar}-similar-k{args.neighbours}.png")
             if args.show_preds:
                 fig = plot_preds(plt, batch, layers[args.show_preds], args.only_errors)
                 if fig is not None:
@@ -142,8 +156,12 @@ def _layer(layers, name, option):
 
 
 def _check_request(args, state, layers):
-    if not (args.show_cost or args.show_filters or args.show_preds or args.show_maps):
-        raise ShowError("nothing to show: give --show-cost, --show-filters, --show-preds or --show-maps")
+    if not (args.show_cost or args.show_filters or args.show_preds or args.show_maps or args.show_similar):
+        raise ShowError("nothing to show: give --show-cost, --show-filters, --show-preds, --show-maps or --show-similar")
+    if args.show_similar:
+        _layer(layers, args.show_similar, "show-similar")
+        if args.neighbours < 1 or args.queries < 1:
+            raise ShowError("--neighbours and --queries must be at least 1")
     if args.show_cost:
         layer = _layer(layers, args.show_cost, "show-cost")
         if not layer["type"].startswith("cost."):
@@ -360,10 +378,14 @@ class _TestBatch:
         return self.label_names[k] if k < len(self.label_names) else str(k)
 
     def image(self, case):
-        """Test image `case` as (H, W) or (H, W, 3) in [0, 1] (scaled to its own range: the
+        """Test image `case` as (H, W) or (H, W, 3) in [0, 1]."""
+        return self.display(self.images[:, case])
+
+    def display(self, column):
+        """A data column as (H, W) or (H, W, 3) in [0, 1] (scaled to its own range: the
         provider has subtracted a mean image)."""
         channels, h, w = self.dims
-        pixels = _normalise(self.images[:, case].reshape(1, channels, h, w), each=True)[0]
+        pixels = _normalise(np.asarray(column, np.float32).reshape(1, channels, h, w), each=True)[0]
         return pixels.transpose(1, 2, 0) if channels == 3 else pixels[0]
 
     def acts(self, layer, cases):
@@ -461,3 +483,54 @@ def plot_maps(plt, batch, layers, name):
     fig.suptitle(f"{shown} activations", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# -- nearest training images -------------------------------------------------------------------------
+def plot_similar(plt, batch, name, k, num_queries, search, cache_path):
+    """Test images (left) beside their k nearest training images in the layer's feature space,
+    green where a neighbour has the query's class; the title gives that share over every test image."""
+    from . import retrieval
+    trainer = batch.trainer
+    train_range = trainer.op["train_range"] or trainer.test_dp.default_batch_range(False)
+    train_dp = trainer._provider(train_range, test=True)  # no crops or flips: the images as tested
+    try:
+        feats = retrieval.cached_features(trainer, name, train_dp, trainer.test_dp, cache_path)
+        found = retrieval.neighbours(feats["train"], feats["test"], min(k, len(feats["train"])), search)
+        agreement = retrieval.class_agreement(found, feats["train_labels"], feats["test_labels"])
+        print(f"shownet: --show-similar={name}: {agreement:.1%} of the {found.shape[1]} nearest training images "
+              f"of {len(found)} test images have the test image's class")
+        queries = np.sort(batch.rng.choice(len(found), size=min(num_queries, len(found)), replace=False))
+        wanted = {}  # training (batch, column) -> image
+        for i in found[queries].ravel():
+            wanted[tuple(feats["train_pos"][i])] = None
+        test_wanted = {tuple(feats["test_pos"][q]): None for q in queries}
+        _collect_images(train_dp, wanted, batch)
+    finally:
+        train_dp.close()
+    _collect_images(batch.trainer.test_dp, test_wanted, batch)
+    cols = found.shape[1] + 1
+    fig, axes = plt.subplots(len(queries), cols, figsize=(1.3 * cols + 0.6, 1.45 * len(queries)), squeeze=False)
+    for row, q in enumerate(queries):
+        true = int(feats["test_labels"][q])
+        _image_axis(axes[row, 0], test_wanted[tuple(feats["test_pos"][q])], f"test: {batch.class_name(true)}")
+        for j, i in enumerate(found[q]):
+            label = int(feats["train_labels"][i])
+            _image_axis(axes[row, j + 1], wanted[tuple(feats["train_pos"][i])], batch.class_name(label),
+                        "tab:green" if label == true else "tab:red")
+    fig.suptitle(f"test images and their nearest training images in {name}'s feature space\n{agreement:.1%} of the "
+                 f"{found.shape[1]} neighbours of all {len(found)} test images share their class", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _collect_images(dp, wanted, batch):
+    """Fills wanted {(batchnum, column): None} with display images from dp's batches."""
+    needed = {b for b, _ in wanted}
+    for _ in range(len(dp.batch_range)):
+        if not needed:
+            break
+        _, batchnum, (images, _) = dp.get_next_batch()
+        for (b, c) in wanted:
+            if b == batchnum:
+                wanted[(b, c)] = batch.display(images[:, c])
+        needed.discard(batchnum)
