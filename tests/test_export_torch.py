@@ -191,3 +191,30 @@ def test_an_untranslated_layer_is_named(trained):
     net = TorchNet(layers, export.weight_arrays(dict(state, layers=layers), "torch"))
     with pytest.raises(ValueError, match="pool=maxabs of layer 'pool1'"):
         net(torch.zeros(2, 3 * 32 * 32))
+
+
+def test_cmrnorm_is_torchs_local_response_norm(rng):
+    from ccn.torch_net import _norm
+    x = torch.from_numpy(rng.normal(size=(3, 7, 5, 4)).astype(np.float32))
+    for size in (3, 4):
+        layer = {"type": "cmrnorm", "channels": 7, "imgSizeY": 5, "imgSizeX": 4, "size": size,
+                 "scale": 0.3 / size, "pow": 0.75, "minDiv": 2.0}
+        expected = torch.nn.LocalResponseNorm(size, alpha=0.3, beta=0.75, k=2.0)(x)
+        np.testing.assert_allclose(_norm(None, layer, [x]).numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_eps_zero_freezes_a_layer_when_fine_tuning(trained, tmp_path):
+    run_dir, cifar = trained
+    layers = tmp_path / "net.cfg"
+    layers.write_text(NET)
+    frozen = tmp_path / "frozen-params.cfg"
+    frozen.write_text(PARAMS.replace("[conv1]\n" + LEARN, "[conv1]\n" + LEARN.replace("epsW=0.001", "epsW=0")
+                                     .replace("epsB=0.002", "epsB=0")))
+    assert "[conv1]\nepsW=0\nepsB=0\n" in frozen.read_text()
+    assert convnet_main([f"--finetune={run_dir}", f"--layer-def={layers}", f"--layer-params={frozen}",
+                         f"--save-path={tmp_path / 'runs'}", "--epochs=1", "--gpu=cpu"]) == 0
+    before = checkpoint.load(run_dir)[0]["params"]
+    after = checkpoint.load(str(tmp_path / "runs" / os.listdir(tmp_path / "runs")[0]))[0]["params"]
+    np.testing.assert_array_equal(after["conv1"]["weights"][0], before["conv1"]["weights"][0])
+    np.testing.assert_array_equal(after["conv1"]["biases"], before["conv1"]["biases"])
+    assert np.abs(after["fca"]["weights"][0] - before["fca"]["weights"][0]).max() > 1e-6
