@@ -62,3 +62,23 @@ def test_links_point_into_the_repository(page):
     for target in re.findall(r"\]\(([^)#\s]+)", text):
         assert not re.match(r"[a-z]+:", target), f"{page} links outside the repository: {target}"
         assert os.path.exists(os.path.join(REPO, os.path.dirname(page), target)), f"{page}: {target} is missing"
+
+
+def test_readme_quick_start_installs_into_a_virtual_environment_and_ci_runs_it():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("readme_check", os.path.join(REPO, "tools", "readme_check.py"))
+    readme_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme_check)
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    for which in ("train", "test"):
+        command = readme_check.quick_start(text, which)
+        assert "python3 -m venv .venv && . .venv/bin/activate && pip install " in command
+        assert "apt-get install -y python3-venv" in command
+        assert readme_check.with_wheel(command, "/w/ccn.whl") != command  # the wheel replaces "."
+    assert "pip install /w/ccn.whl &&" in readme_check.with_wheel(readme_check.quick_start(text, "train"), "/w/ccn.whl")
+    assert 'pip install "/w/ccn.whl[test]"' in readme_check.with_wheel(readme_check.quick_start(text, "test"), "/w/ccn.whl")
+    later = readme_check.later_commands(text)
+    assert any("--show-similar" in c for c in later) and any("ccn.export" in c for c in later)
+    ci = open(os.path.join(REPO, ".ci", "run"), encoding="utf-8").read()
+    assert "tools/readme_check.py run test" in ci and "tools/readme_check.py run train" in ci
+    assert "pip install \".[test]\"" not in ci  # the test command is README's, not a copy of it
