@@ -75,11 +75,11 @@ def test_cost_curves(trained, tmp_path, capsys):
     run_dir, state, _ = trained
     out = tmp_path / "plots"
     written = shownet(["-f", run_dir, "--show-cost=logprob", f"--out={out}"], capsys)
-    assert written == [str(out / "logprob-cost.png")]
+    assert written == [str(out / "logprob-cost-2.5.png")]
     check_png(written[0])
     written = shownet(["-f", run_dir, "--show-cost=logprob", "--cost-idx=1", "--smooth-test-errors", f"--out={out}"],
                       capsys)
-    assert written == [str(out / "logprob-error.png")]
+    assert written == [str(out / "logprob-error-smoothed-2.5.png")]
     check_png(written[0])
 
 
@@ -93,7 +93,7 @@ def test_cost_positions_and_smoothing():
 def test_default_out_dir_is_the_checkpoint_directory(trained, capsys):
     run_dir, _, _ = trained
     written = shownet(["-f", run_dir, "--show-cost=logprob", "--cost-idx=2"], capsys)
-    assert written == [os.path.join(run_dir, "logprob-top-k-error.png")]
+    assert written == [os.path.join(run_dir, "logprob-top-k-error-2.5.png")]
     check_png(written[0])
     os.remove(written[0])
 
@@ -102,7 +102,7 @@ def test_conv_filters_in_colour_and_grey(trained, tmp_path, capsys):
     run_dir, _, _ = trained
     out = tmp_path / "plots"
     [colour] = shownet(["-f", run_dir, "--show-filters=conv1", f"--out={out}"], capsys)
-    assert colour == str(out / "conv1-filters.png")
+    assert colour == str(out / "conv1-filters-2.5.png")
     pixels = check_png(colour)
     assert (np.abs(pixels[..., 0] - pixels[..., 1]) > 30).mean() > 0.001, "colour filters drawn without colour"
     [grey] = shownet(["-f", run_dir, "--show-filters=conv1", "--no-rgb", "--norm-filters", f"--out={tmp_path}"], capsys)
@@ -112,12 +112,12 @@ def test_conv_filters_in_colour_and_grey(trained, tmp_path, capsys):
 def test_local_and_fc_filters(trained, tmp_path, capsys):
     run_dir, _, _ = trained
     assert shownet(["-f", run_dir, "--show-filters=local2", f"--out={tmp_path}"], capsys) == \
-        [str(tmp_path / "local2-filters.png")]
-    check_png(str(tmp_path / "local2-filters.png"))
+        [str(tmp_path / "local2-filters-2.5.png")]
+    check_png(str(tmp_path / "local2-filters-2.5.png"))
     [first] = shownet(["-f", run_dir, "--show-filters=fc10", f"--out={tmp_path}"], capsys)
     [second] = shownet(["-f", run_dir, "--show-filters=fc10", "--input-idx=1", "--channels=2", f"--out={tmp_path}"],
                        capsys)
-    assert (first, second) == (str(tmp_path / "fc10-filters.png"), str(tmp_path / "fc10-filters-1.png"))
+    assert (first, second) == (str(tmp_path / "fc10-filters-2.5.png"), str(tmp_path / "fc10-filters-input1-channels2-2.5.png"))
     check_png(first)
     check_png(second)
 
@@ -164,22 +164,22 @@ def test_show_without_a_display_writes_the_files(trained, tmp_path, capsys, monk
     code = shownet_main(["-f", run_dir, "--show-cost=logprob", "--show", f"--out={tmp_path}"])
     captured = capsys.readouterr()
     assert code == 0 and "no display found" in captured.err
-    check_png(str(tmp_path / "logprob-cost.png"))
+    check_png(str(tmp_path / "logprob-cost-2.5.png"))
 
 
 def test_predictions_and_maps(trained, tmp_path, capsys):
     run_dir, _, _ = trained
     written = shownet(["-f", run_dir, "--show-preds=probs", "--show-maps=conv1", f"--out={tmp_path}"], capsys)
-    assert written == [str(tmp_path / "probs-preds.png"), str(tmp_path / "conv1-maps.png")]
+    assert written == [str(tmp_path / "probs-preds-test6-2.5.png"), str(tmp_path / "conv1-maps-test6-2.5.png")]
     for path in written:
         check_png(path)
     code = shownet_main(["-f", run_dir, "--show-preds=probs", "--only-errors", "--show-maps=fc10", f"--out={tmp_path}"])
     out = capsys.readouterr().out
     assert code == 0
-    assert str(tmp_path / "fc10-maps.png") in out
-    check_png(str(tmp_path / "fc10-maps.png"))
+    assert str(tmp_path / "fc10-maps-test6-2.5.png") in out
+    check_png(str(tmp_path / "fc10-maps-test6-2.5.png"))
     if "no misclassified image" not in out:
-        check_png(str(tmp_path / "probs-errors.png"))
+        check_png(str(tmp_path / "probs-errors-test6-2.5.png"))
 
 
 def test_shownet_script(trained, tmp_path):
@@ -187,7 +187,7 @@ def test_shownet_script(trained, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, "shownet.py"), "-f", run_dir,
                              "--show-filters=conv1", f"--out={tmp_path}"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "conv1-filters.png")
+    assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "conv1-filters-2.5.png")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -277,7 +277,7 @@ def test_export_npz_and_safetensors(trained, tmp_path, capsys):
 
     assert export.main(["-f", run_dir, "--format=npz", f"--out={tmp_path / 'w.npz'}"]) == 0
     with np.load(tmp_path / "w.npz") as f:
-        assert set(f.files) == set(expected)
+        assert set(f.files) == set(expected) | {export.METADATA_KEY}
         for name, value in expected.items():
             np.testing.assert_array_equal(f[name], value, err_msg=name)
 
@@ -285,10 +285,72 @@ def test_export_npz_and_safetensors(trained, tmp_path, capsys):
     result = subprocess.run([sys.executable, "-m", "ccn.export", "-f", run_dir, f"--out={target}"],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
-    assert f"wrote {target}" in result.stdout
+    assert f"wrote {target}" in result.stdout and "ccn layout" in result.stdout
     tensors, metadata, header_length = read_safetensors(target)
     assert header_length % 8 == 0 and metadata["format"] == "ccn"
     assert set(tensors) == set(expected)
     for name, value in expected.items():
         assert tensors[name].dtype == np.float32
         np.testing.assert_array_equal(tensors[name], value, err_msg=name)
+
+
+def test_filters_are_numbered_with_a_colour_bar(trained):
+    """Grid tiles carry their filter numbers; filters of many channels are one per row (filter
+    numbers down, channel numbers across); one range for all comes with a colour bar in weight units."""
+    _, state, _ = trained
+    layers = {layer["name"]: layer for layer in state["layers"]}
+    plt = show._pyplot(False)
+    fig = show.plot_filters(plt, layers["conv1"], layers, state["params"]["conv1"], 0, 1, False, False)
+    grid = fig.axes[0]
+    assert sorted(int(t.get_text()) for t in grid.texts) == list(range(8))  # conv1: 8 filters, numbered
+    (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    w = state["params"]["conv1"]["weights"][0].reshape(3, 25, 8)[0]  # channel 0 of every filter
+    lo, hi = bar.get_ylim()
+    assert abs(lo - w.min()) < 1e-6 and abs(hi - w.max()) < 1e-6
+    plt.close(fig)
+    fig = show.plot_filters(plt, layers["fc10"], layers, state["params"]["fc10"], 0, 5, True, True, max_filters=7)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [str(i) for i in range(7)]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(i) for i in range(5)]
+    assert "filters 0-6 of 10" in fig._suptitle.get_text() and "channels 0-4 of 8" in fig._suptitle.get_text()
+    assert not [a for a in fig.axes if a.get_label() == "<colorbar>"]  # each on its own range: no common scale
+    plt.close(fig)
+
+
+def test_images_are_drawn_with_the_mean_added_back(trained):
+    """Drawn test images are the original pixels (CIFAR's uint8 test batch), scaled to [0, 1]."""
+    run_dir, state, cifar = trained
+    args = show.build_parser().parse_args(["-f", run_dir, "--show-preds=probs"])
+    with show._TestBatch(state, run_dir, args) as batch:
+        drawn = batch.image(5)
+    with open(os.path.join(cifar, "test_batch"), "rb") as f:
+        pixels = pickle.load(f)[b"data"][5].reshape(3, 32, 32).transpose(1, 2, 0).astype(np.float64)
+    expected = (pixels - pixels.min()) / (pixels.max() - pixels.min())
+    np.testing.assert_allclose(drawn, expected, atol=1e-5)
+
+
+def test_predictions_count_the_errors_of_the_whole_batch(trained, tmp_path, capsys):
+    run_dir, state, cifar = trained
+    assert convnet_main(["-f", run_dir, "--test-only=1", "--write-features=probs", f"--feature-path={tmp_path}"]) == 0
+    with np.load(tmp_path / "data_batch_6.npz") as f:
+        wrong = int((f["data"].argmax(axis=1) != f["labels"]).sum())
+    args = show.build_parser().parse_args(["-f", run_dir, "--show-preds=probs"])
+    plt = show._pyplot(False)
+    layers = {layer["name"]: layer for layer in state["layers"]}
+    with show._TestBatch(state, run_dir, args) as batch:
+        fig = show.plot_preds(plt, batch, layers["probs"], False)
+        maps = show.plot_maps(plt, batch, layers, "conv1")
+    assert f"{wrong} of 40 misclassified (error {wrong / 40:.2%})" in fig._suptitle.get_text()
+    assert len([ax for ax in fig.axes if ax.images]) == show.NUM_PREDS
+    assert len([ax for ax in maps.axes if ax.get_label() == "<colorbar>"]) == show.NUM_MAP_IMAGES
+    plt.close(fig)
+    plt.close(maps)
+
+
+def test_file_names_encode_the_options_and_do_not_overwrite(trained, tmp_path, capsys):
+    run_dir, _, _ = trained
+    first = shownet(["-f", run_dir, "--show-filters=conv1", f"--out={tmp_path}"], capsys)
+    second = shownet(["-f", run_dir, "--show-filters=conv1", "--norm-filters", "--no-rgb", f"--out={tmp_path}"], capsys)
+    assert first != second and second == [str(tmp_path / "conv1-filters-grey-norm-2.5.png")]
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in first + second)
+    assert show.file_name("fc1", "similar", "20.6", k=5, queries=None, search=False) == "fc1-similar-k5-20.6.png"

@@ -27,6 +27,7 @@ import argparse
 import math
 import os
 import sys
+import textwrap
 
 import numpy as np
 
@@ -34,10 +35,12 @@ from . import checkpoint, config, options
 from .weights import WEIGHT_TYPES
 
 COST_VALUES = ("cost", "error", "top-k error")
-MAX_FILTERS = 256          # filters drawn at most (an fc layer may have thousands of outputs)
+MAX_FILTERS = 64           # filters drawn by default in a grid (--max-filters); an fc layer may have thousands
+MAX_FILTER_ROWS = 24       # filters drawn by default one per row (many channels each)
 DEFAULT_GREY_CHANNELS = 16  # channels drawn per grey filter unless --channels says otherwise
+MIN_TILE_PIXELS = 36       # a filter tile is drawn at least this many screen pixels wide
 LOCAL_MODULES = 4          # random modules drawn for a local layer
-NUM_PREDS = 8              # test images in --show-preds
+NUM_PREDS = 16             # test images in --show-preds
 TOP_CLASSES = 5            # bars per image in --show-preds
 NUM_MAP_IMAGES = 3         # test images in --show-maps
 MAX_MAPS = 64              # maps drawn per image
@@ -69,6 +72,8 @@ def build_parser():
       help=f"grey filters: channels drawn per filter (default: all, at most {DEFAULT_GREY_CHANNELS})")
     flag("--no-rgb", "no_rgb", "draw 3-channel filters as grey channels side by side")
     flag("--norm-filters", "norm_filters", "scale each filter to its own range (default: one range for all)")
+    a("--max-filters", dest="max_filters", type=int,
+      help=f"filters drawn, the first ones (default {MAX_FILTERS} in a grid, {MAX_FILTER_ROWS} one per row)")
     a("--show-preds", dest="show_preds", help="softmax layer whose predictions on test images to draw")
     flag("--only-errors", "only_errors", "--show-preds: misclassified images only")
     a("--show-maps", dest="show_maps", help="layer whose activation maps on test images to draw")
@@ -106,30 +111,48 @@ def shownet(args):
         print(target, flush=True)
         written.append(target)
 
+    checkpoint_name = os.path.basename(ckpt_path)
     if args.show_cost:
-        suffix = COST_VALUES[args.cost_idx].replace(" ", "-")
-        save(plot_cost(plt, state, args.show_cost, args.cost_idx, args.smooth_test_errors), f"{args.show_cost}-{suffix}.png")
+        fig = plot_cost(plt, state, args.show_cost, args.cost_idx, args.smooth_test_errors)
+        save(fig, file_name(args.show_cost, COST_VALUES[args.cost_idx].replace(" ", "-"), checkpoint_name,
+                            smoothed=args.smooth_test_errors))
     if args.show_filters:
         fig = plot_filters(plt, layers[args.show_filters], layers, state["params"][args.show_filters],
-                           args.input_idx, args.channels, not args.no_rgb, args.norm_filters)
-        suffix = f"-{args.input_idx}" if args.input_idx else ""
-        save(fig, f"{args.show_filters}-filters{suffix}.png")
+                           args.input_idx, args.channels, not args.no_rgb, args.norm_filters, args.max_filters)
+        save(fig, file_name(args.show_filters, "filters", checkpoint_name, input=args.input_idx, grey=args.no_rgb,
+                            norm=args.norm_filters, channels=args.channels,
+                            max=args.max_filters))
     if args.show_preds or args.show_maps or args.show_similar:
         with _TestBatch(state, run_dir, args) as batch:
             if args.show_similar:
                 cache = os.path.join(run_dir or os.path.dirname(ckpt_path), "features",
                                      f"similar-{args.show_similar}-{os.path.basename(ckpt_path)}.npz")
                 fig = plot_similar(plt, batch, args.show_similar, args.neighbours, args.queries, args.search, cache)
-                save(fig, f"{args.show_similar}-similar-k{args.neighbours}.png")
+                save(fig, file_name(args.show_similar, "similar", checkpoint_name, k=args.neighbours,
+                                    queries=args.queries if args.queries != NUM_QUERIES else None,
+                                    search=args.search if args.search != "auto" else None, test=batch.batchnum))
             if args.show_preds:
                 fig = plot_preds(plt, batch, layers[args.show_preds], args.only_errors)
                 if fig is not None:
-                    save(fig, f"{args.show_preds}-{'errors' if args.only_errors else 'preds'}.png")
+                    save(fig, file_name(args.show_preds, "errors" if args.only_errors else "preds", checkpoint_name,
+                                        test=batch.batchnum))
             if args.show_maps:
-                save(plot_maps(plt, batch, layers, args.show_maps), f"{args.show_maps}-maps.png")
+                save(plot_maps(plt, batch, layers, args.show_maps),
+                     file_name(args.show_maps, "maps", checkpoint_name, test=batch.batchnum))
     if args.show:
         plt.show()
     return written
+
+
+def file_name(layer, kind, checkpoint_name, **options):
+    """<layer>-<kind>[-<option><value>...]-<checkpoint>.png: plots of other layers, kinds, options
+    or checkpoints never overwrite each other (flags appear by name, values after it)."""
+    parts = [layer, kind]
+    for key, value in options.items():
+        if value is None or value is False or (key == "input" and value == 0):
+            continue
+        parts.append(key if value is True else f"{key}{value}")
+    return "-".join(parts + [checkpoint_name]) + ".png"
 
 
 def _pyplot(show):
@@ -292,7 +315,10 @@ def _filter_images(layer, layers, weights, input_idx, rng):
         f"input '{source['name']}' as {source['outChannels']}x{source['outSizeY']}x{source['outSizeX']} images"
 
 
-def plot_filters(plt, layer, layers, params, input_idx, channels, rgb, norm_each):
+def plot_filters(plt, layer, layers, params, input_idx, channels, rgb, norm_each, max_filters=None):
+    """A weight layer's filters, numbered. Colour (three channels) or single-channel filters in a
+    grid; filters of more channels one per row, their channels side by side (numbered columns).
+    One range for all with a colour bar, or (norm_each) each filter on its own range."""
     weights = np.asarray(params["weights"][input_idx], np.float32)
     rng = np.random.default_rng(0)
     panels, note = _filter_images(layer, layers, weights, input_idx, rng)
@@ -300,53 +326,82 @@ def plot_filters(plt, layer, layers, params, input_idx, channels, rgb, norm_each
     if panels is None:  # fc on a flat input: the matrix itself
         fig, ax = plt.subplots(figsize=(8, 6))
         image = ax.imshow(weights, aspect="auto", cmap="RdBu_r", interpolation="nearest")
-        fig.colorbar(image, ax=ax)
+        fig.colorbar(image, ax=ax, label="weight")
         ax.set_xlabel("output")
         ax.set_ylabel(f"input ({layer['inputs'][input_idx]})")
         ax.set_title(f"{name}: weights {weights.shape[0]}x{weights.shape[1]}")
         fig.tight_layout()
         return fig
     total, num_channels = panels[0][1].shape[0], panels[0][1].shape[1]
-    shown = min(total, MAX_FILTERS)
+    colour = rgb and num_channels == 3
+    grey = num_channels if colour else (channels or min(num_channels, DEFAULT_GREY_CHANNELS))
+    per_row = not colour and grey > 1  # one filter per row, its channels across
+    shown = min(total, max(1, max_filters or (MAX_FILTER_ROWS if per_row else MAX_FILTERS)))
     notes = [note] if note else []
     if shown < total:
-        notes.append(f"first {shown} of {total} filters")
-    colour = rgb and num_channels == 3
-    if not colour:
-        grey = channels or min(num_channels, DEFAULT_GREY_CHANNELS)
-        if grey > 1:
-            notes.append("each filter's channels side by side")
-        if grey < num_channels:
-            notes.append(f"channels 0-{grey - 1} of {num_channels}")
-    stacked = np.stack([f[:shown] if colour else f[:shown, :grey] for _, f in panels])  # (panels, N, C, H, W)
-    flat = stacked.reshape(-1, *stacked.shape[2:])
-    scaled = _normalise(flat, norm_each).reshape(stacked.shape)
-    mosaics = []
-    for (title, _), filters in zip(panels, scaled):
-        if colour:
-            tiles = filters.transpose(0, 2, 3, 1)  # (N, H, W, 3)
-        else:  # each filter's channels side by side, 1 pixel apart
-            tiles = np.stack([_mosaic(f, f.shape[0], gap=1) for f in filters])
-        gap = 3 if not colour and grey > 1 else 2  # filters further apart than their channels
-        mosaics.append((title, _mosaic(tiles, _square_columns(len(tiles), *tiles.shape[1:3]), gap=gap)))
-    # panels (one per module of a local layer) in a near-square grid; each mosaic pixel drawn
-    # as a block of up to 12 screen pixels, the whole at most about 900x1400 pixels
+        notes.append(f"filters 0-{shown - 1} of {total} (--max-filters)")
+    if not colour and grey < num_channels:
+        notes.append(f"channels 0-{grey - 1} of {num_channels} (--channels)")
+    stacked = np.stack([f[:shown, :grey] for _, f in panels])  # (panels, N, C, H, W)
+    lo, hi = float(stacked.min()), float(stacked.max())
+    scaled = _normalise(stacked.reshape(-1, *stacked.shape[2:]), norm_each).reshape(stacked.shape)
+    size = stacked.shape[-1]
+    gap = max(2, size // 3)
+    if per_row:
+        tiles = scaled.reshape(len(panels), shown * grey, size, size)
+        ncols = grey
+    else:
+        tiles = scaled[:, :, :, :, :].transpose(0, 1, 3, 4, 2) if colour else scaled[:, :, 0]
+        ncols = min(shown, max(4, _square_columns(shown, 1, 1)))
+    mosaics = [(title, _mosaic(panel_tiles, ncols, gap, background=np.nan if not colour else 1.0))
+               for (title, _), panel_tiles in zip(panels, tiles)]
     panel_h, panel_w = mosaics[0][1].shape[:2]
     pcols = _square_columns(len(mosaics), panel_h, panel_w)
     prows = -(-len(mosaics) // pcols)
-    scale = min(12.0, 900.0 / (pcols * panel_w), 1400.0 / (prows * panel_h)) / DPI
-    title_h = 0.3 if len(mosaics) > 1 else 0.0
+    # every filter pixel a block of screen pixels: tiles at least MIN_TILE_PIXELS wide when the
+    # figure stays under about 1800x2400 pixels
+    pixel = max(MIN_TILE_PIXELS / size, 4.0)
+    pixel = min(pixel, 1800.0 / (pcols * panel_w), 2400.0 / (prows * panel_h))
+    label_room = 0.5 if per_row else 0.2
     fig, axes = plt.subplots(prows, pcols, squeeze=False, layout="constrained",
-                             figsize=(max(4.0, pcols * panel_w * scale + 0.3),
-                                      max(2.0, prows * (panel_h * scale + title_h) + 0.6)))
+                             figsize=(max(5.0, pcols * (panel_w * pixel / DPI + label_room) + 1.2),
+                                      max(3.0, prows * (panel_h * pixel / DPI + label_room) + 0.8)))
     for ax in axes.flat:
         ax.set_axis_off()
+    cmap = None if colour else "gray"
+    image = None
     for ax, (title, mosaic) in zip(axes.flat, mosaics):
-        ax.imshow(mosaic, cmap=None if colour else "gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_axis_on()
+        # drawn in weight units (one range) so that the colour bar reads weights
+        shown_image = mosaic if (colour or norm_each) else lo + mosaic * (hi - lo)
+        image = ax.imshow(shown_image, cmap=cmap, vmin=None if colour else (0 if norm_each else lo),
+                          vmax=None if colour else (1 if norm_each else hi), interpolation="nearest")
+        step = size + gap
+        centres = [gap + i * step + size / 2 - 0.5 for i in range(-(-mosaic.shape[0] // step))]
+        if per_row:  # rows: filter numbers; columns: channel numbers
+            ax.set_yticks(centres[:shown], [str(i) for i in range(shown)], fontsize=7)
+            ax.set_xticks([gap + c * step + size / 2 - 0.5 for c in range(ncols)], [str(c) for c in range(ncols)],
+                          fontsize=7)
+            ax.set_ylabel("filter")
+            ax.set_xlabel("input channel")
+            ax.xaxis.set_label_position("top")
+            ax.xaxis.tick_top()
+        else:  # each tile numbered above its top-left corner
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for i in range(shown):
+                r, c = divmod(i, ncols)
+                ax.text(gap + c * step - 0.5, gap + r * step - 0.7, str(i), fontsize=6, va="bottom", ha="left")
+        for side in ax.spines.values():
+            side.set_visible(False)
         if title:
             ax.set_title(title, fontsize=9)
+    if not colour and not norm_each and image is not None:
+        fig.colorbar(image, ax=axes, shrink=min(0.6, 4.0 / fig.get_figheight()), label="weight")
     kind = "colour" if colour else "grey"
-    fig.suptitle(f"{name} filters ({layer['type']}, {kind}{'; ' + '; '.join(notes) if notes else ''})", fontsize=10)
+    notes.append("each filter on its own range" if norm_each else "one range for all filters")
+    title = f"{name} filters ({layer['type']}, {kind}; {'; '.join(notes)})"
+    fig.suptitle(textwrap.fill(title, width=max(40, int(fig.get_figwidth() * 11))), fontsize=10)
     return fig
 
 
@@ -364,6 +419,7 @@ class _TestBatch:
         dp = self.trainer.test_dp
         self.label_names = list(dp.label_names)
         self.dims = dp.get_data_dims(0)
+        self.mean = dp.mean_column()  # added back before drawing, as cuda-convnet's shownet did
         _, self.batchnum, (self.images, self.labels) = dp.get_next_batch()
         self.labels = self.labels.reshape(-1).astype(np.int64)
         self.rng = np.random.default_rng(op["seed"])
@@ -382,10 +438,13 @@ class _TestBatch:
         return self.display(self.images[:, case])
 
     def display(self, column):
-        """A data column as (H, W) or (H, W, 3) in [0, 1] (scaled to its own range: the
-        provider has subtracted a mean image)."""
+        """A data column as (H, W) or (H, W, 3) in [0, 1]: the provider's mean image added back,
+        then scaled to the image's own range."""
         channels, h, w = self.dims
-        pixels = _normalise(np.asarray(column, np.float32).reshape(1, channels, h, w), each=True)[0]
+        column = np.asarray(column, np.float32)
+        if self.mean is not None and self.mean.shape == column.shape:
+            column = column + self.mean
+        pixels = _normalise(column.reshape(1, channels, h, w), each=True)[0]
         return pixels.transpose(1, 2, 0) if channels == 3 else pixels[0]
 
     def acts(self, layer, cases):
@@ -412,22 +471,18 @@ def _image_axis(ax, image, title, colour="black", cmap="gray"):
 
 
 def plot_preds(plt, batch, layer, only_errors):
-    """NUM_PREDS random test images (misclassified ones with only_errors), each with its top classes."""
+    """NUM_PREDS random test images of the batch (misclassified ones with only_errors), each
+    with its top classes; the title counts the errors over the whole batch."""
+    every = batch.acts(layer, np.arange(len(batch.labels)))  # (classes, cases)
+    wrong = np.argmax(every, axis=0) != batch.labels
     order = batch.rng.permutation(len(batch.labels))
-    chosen, probs = [], []
-    step = max(batch.trainer.op["mini"], NUM_PREDS)
-    for s in range(0, len(order), step):  # run the net only on as many cases as needed
-        cases = order[s:s + step]
-        p = batch.acts(layer, cases)
-        keep = np.argmax(p, axis=0) != batch.labels[cases] if only_errors else np.ones(len(cases), bool)
-        chosen.extend(cases[keep])
-        probs.extend(p[:, keep].T)
-        if len(chosen) >= NUM_PREDS:
-            break
-    if not chosen:
+    if only_errors:
+        order = order[wrong[order]]
+    if not len(order):
         print(f"shownet: --show-preds: no misclassified image in test batch {batch.batchnum}; nothing drawn")
         return None
-    chosen, probs = chosen[:NUM_PREDS], probs[:NUM_PREDS]
+    chosen = order[:NUM_PREDS]
+    probs = list(every[:, chosen].T)
     pairs = min(4, len(chosen))
     rows = -(-len(chosen) // pairs)
     fig = plt.figure(figsize=(4.2 * pairs, 2.4 * rows))
@@ -448,8 +503,9 @@ def plot_preds(plt, batch, layer, only_errors):
         ax.tick_params(axis="x", labelsize=7)
         if true not in top:
             ax.set_title(f"true class p={p[true]:.3f}", fontsize=7, color="tab:red")
-    fig.suptitle(f"{layer['name']}: {'misclassified ' if only_errors else ''}test images of batch {batch.batchnum} "
-                 f"(true class in red)", fontsize=10)
+    fig.suptitle(f"{layer['name']} on test batch {batch.batchnum}: {int(wrong.sum())} of {len(wrong)} misclassified "
+                 f"(error {wrong.mean():.2%})\n{len(chosen)} {'misclassified ' if only_errors else ''}images at random; "
+                 f"true class in red", fontsize=11)
     return fig
 
 
@@ -471,15 +527,18 @@ def plot_maps(plt, batch, layers, name):
             maps[:len(units)] = units
             maps = maps.reshape(1, side, side)
             note = f"{len(units)} units"
-        lo, hi = np.nanmin(maps), np.nanmax(maps)
-        scaled = (maps - lo) / max(hi - lo, 1e-12)
         # NaN gaps and padding are drawn blank, apart from every activation value
-        mosaics.append(_mosaic(scaled, _square_columns(len(scaled), *scaled.shape[1:]), gap=1, background=np.nan))
-    fig, axes = plt.subplots(len(cases), 2, figsize=(9, 3.2 * len(cases)), squeeze=False,
+        mosaics.append(_mosaic(maps, _square_columns(len(maps), *maps.shape[1:]), gap=1, background=np.nan))
+    fig, axes = plt.subplots(len(cases), 2, figsize=(9.5, 3.2 * len(cases)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 2.5]})
     for row, (case, mosaic) in enumerate(zip(cases, mosaics)):
         _image_axis(axes[row, 0], batch.image(case), f"test case {case}: {batch.class_name(int(batch.labels[case]))}")
-        _image_axis(axes[row, 1], mosaic, f"{note}; one range per image", cmap="viridis")
+        lo, hi = float(np.nanmin(mosaic)), float(np.nanmax(mosaic))
+        drawn = axes[row, 1].imshow(mosaic, cmap="viridis", vmin=lo, vmax=max(hi, lo + 1e-12), interpolation="nearest")
+        axes[row, 1].set_xticks([])
+        axes[row, 1].set_yticks([])
+        axes[row, 1].set_title(f"{note}; one range per image", fontsize=8)
+        fig.colorbar(drawn, ax=axes[row, 1], shrink=0.8, label="activation")
     fig.suptitle(f"{shown} activations", fontsize=10)
     fig.tight_layout()
     return fig

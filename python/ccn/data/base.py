@@ -248,6 +248,11 @@ class DataProvider:
         self._batch_idx = self.batch_range.index(batchnum)
         self._loader.prefetch(self._position())
 
+    def mean_column(self):
+        """The mean image subtracted from every data column, as (rows,) in the data's units, so
+        that shownet can add it back; None where there is none of the data's size (crops)."""
+        return None
+
     def get_data_dims(self, idx=0):
         """(channels, imgSizeY, imgSizeX) for idx 0 (data); 1 for idx 1 (labels: one row)."""
         if idx == 0:

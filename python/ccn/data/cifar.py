@@ -174,6 +174,11 @@ class CIFARProvider(DataProvider):
                 images, labels = images[order], labels[order]
         return [self.images_to_data(images, rng), labels_row(labels)]
 
+    def mean_column(self):
+        if tuple(self.data_dims) != (CHANNELS, IMAGE_SIZE, IMAGE_SIZE):
+            return None  # crops: no mean image of the data's size
+        return self._mean * np.float32(self.scale)
+
     def images_to_data(self, images, rng):
         """uint8 (n, 3072) images -> the data matrix; rng is None for test batches."""
         data = to_layout(images)

@@ -128,6 +128,9 @@ class FashionMNISTProvider(DataProvider):
                 raise CorruptDataError(f"{test_path}: images are {self._test_images.shape[1:]}, "
                                        f"the training images {self._train_images.shape[1:]}")
 
+    def mean_column(self):
+        return self._mean
+
     @staticmethod
     def _mean_image(images):
         mean = images.reshape(len(images), -1).mean(axis=0, dtype=np.float64) / 255.0
