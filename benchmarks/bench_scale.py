@@ -64,7 +64,7 @@ def worker(args):
     y = rng.integers(0, classes, (1, args.batch)).astype(np.float32)
     net.stage_batch([x, y])
     net.begin_batch()
-    names = net.weight_layer_names()
+    sum_gradients = distributed.GradientSum(net, ["cpu"], world)
 
     def step():
         if world.size == 1:
@@ -72,7 +72,7 @@ def worker(args):
             return
         net.fprop_slice(*distributed.shard(0, args.batch, world), True)
         net.bprop()
-        distributed.sum_gradients(net, names, world)
+        sum_gradients()
         net.update(args.batch)
 
     for _ in range(2):
