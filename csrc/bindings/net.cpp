@@ -166,6 +166,12 @@ void bind_net(py::module_& m) {
         net.fprop(tensors, train);
       }, py::arg("data"), py::arg("train") = false)
       .def("bprop", &Net::bprop, py::call_guard<py::gil_scoped_release>())
+      .def("start_bprop", &Net::startBprop, py::call_guard<py::gil_scoped_release>(),
+           "Starts bprop and returns at once (see wait_gradients, finish_bprop).")
+      .def("wait_gradients", &Net::waitGradients, py::arg("name"), py::call_guard<py::gil_scoped_release>(),
+           "Returns when the layer's weight gradients of the running bprop are final.")
+      .def("finish_bprop", &Net::finishBprop, py::call_guard<py::gil_scoped_release>(),
+           "Waits for the bprop started by start_bprop; raises its error, if any.")
       .def("update", &Net::update, py::arg("num_cases"), py::call_guard<py::gil_scoped_release>())
       .def("train_step", [](Net& net, const py::list& data) {
         std::vector<Tensor> tensors = toDataTensors(data);
@@ -225,6 +231,13 @@ void bind_net(py::module_& m) {
       }, py::arg("name"), py::arg("grads"),
          "Replaces the last bprop's gradients (weights: list, biases) before update(), e.g. by their sum over "
          "processes.")
+      .def("grad_tensors", [](const Net& net, const std::string& name) {
+        py::list out;
+        for (const Tensor& t : net.gradBuffers(name)) out.append(py::cast(t));
+        return out;
+      }, py::arg("name"),
+         "The layer's gradient buffers that the last bprop wrote (weights, then biases; frozen ones left "
+         "out), as Tensors on the layer's device: summing them in place across processes (NCCL) feeds update().")
       .def("set_shard", &Net::setShard, py::arg("index"), py::arg("count"),
            "This net's minibatches are shard `index` of `count` equal shards of each step's minibatch (random "
            "numbers are drawn per case of the whole minibatch).")

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import _core, checkpoint, config, data, distributed, memory, weights
+from . import _core, checkpoint, config, data, distributed, weights
 from .weights import WEIGHT_TYPES
 
 
@@ -134,10 +134,10 @@ class Trainer:
         if op["mini"] % self.multiple:
             raise ValueError(f"--mini={op['mini']} must be a multiple of {self.multiple} (the MPI ranks times the "
                              "layers' data-parallel replicas), so that every minibatch splits evenly")
-        self.devices = choose_devices(op["gpu"], self.layers)
-        memory.check(self.layers, self.devices, op["mini"])  # before anything is allocated
+        self.devices = distributed.rank_devices(choose_devices(op["gpu"], self.layers), self.world)
         self.net = _core.Net(self.layers, self.devices, op["seed"])
         self.net.set_shard(self.world.rank, self.world.size)
+        self.sum_gradients = distributed.GradientSum(self.net, self.devices, self.world)
         self.lead = self.world.rank == 0  # prints, logs and writes checkpoints
         if self.multiple > 1:
             self._say(f"convnet: minibatches are cut to multiples of {self.multiple} cases (MPI ranks x replicas); "
@@ -332,8 +332,7 @@ class Trainer:
                 costs = self.net.train_slice(s, e)
             else:
                 self.net.fprop_slice(*distributed.shard(s, e, self.world), True)
-                self.net.bprop()
-                distributed.sum_gradients(self.net, self.net.weight_layer_names(), self.world)
+                self.sum_gradients.backward()
                 self.net.update(e - s)
                 costs = self._summed_costs()
             self._check_finite(costs, f"epoch {epoch}, batch {batchnum}, cases {s}-{e - 1}")
