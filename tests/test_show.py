@@ -95,6 +95,10 @@ def test_default_out_dir_is_the_checkpoint_directory(trained, capsys):
     written = shownet(["-f", run_dir, "--show-cost=logprob", "--cost-idx=2"], capsys)
     assert written == [os.path.join(run_dir, "logprob-top-k-error-2.5.png")]
     check_png(written[0])
+    plt = show._pyplot(False)
+    fig = show.plot_cost(plt, checkpoint.load(run_dir)[0], "logprob", 2, False)
+    assert fig.axes[0].get_title() == "logprob: top-1 error"  # labelled with the layer's k
+    plt.close(fig)
     os.remove(written[0])
 
 

@@ -242,6 +242,9 @@ def plot_cost(plt, state, name, idx, smooth):
     positions = _epoch_positions(state.get("train_outputs", []), state["op"].get("train_range"))
     fig, ax = plt.subplots(figsize=(8, 5))
     label = COST_VALUES[idx]
+    if idx == 2:  # top-k error: with the layer's k
+        k = next((l.get("topk", 1) for l in state["layers"] if l["name"] == name), 1)
+        label = f"top-{k} error"
     if train:
         ax.plot([positions[o[0], o[1]] for o in train], [o[2][name][idx] for o in train],
                 color="tab:blue", linewidth=0.8, alpha=0.8, label="train")
