@@ -151,7 +151,11 @@ img_acts_kernel(const float* hidActs, const float* filters, float* targets, Conv
   constexpr int kImages = kIaThreadsX * IPT, kChannels = kIaThreadsY * CPT;
   constexpr int kThreadsPerBlock = kIaThreadsX * kIaThreadsY;
   __shared__ float grads[kIaChunk][kImages];
-  __shared__ float weights[kIaChunk][kChannels + 1];
+  // The weights are stored with lanes (f, c) = (lane % 16, c0 + lane / 16) at word
+  // f * pitch + c: a pitch of 2 * odd (6 or 18) puts the 32 lanes in 32 distinct banks.
+  constexpr int kWeightsPitch = kChannels + 2;
+  static_assert(kWeightsPitch % 4 == 2, "pitch must be 2 * odd");
+  __shared__ float weights[kIaChunk][kWeightsPitch];
 
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kIaThreadsX + tx;
   const int pixel = blockIdx.x / imageTiles, image0 = blockIdx.x % imageTiles * kImages;
