@@ -34,7 +34,9 @@ constexpr int kGemmPerThread = kGemmTile / kGemmThreads;
 constexpr int kGemmTargetBlocks = 256;  // split K until about this many blocks run...
 constexpr int kGemmMinSplitK = 512;     // ...as long as each split keeps this much of K
 
-__global__ void __launch_bounds__(kGemmThreads * kGemmThreads)
+// Three resident blocks (at most 85 registers a thread): without the hint some ptxas versions
+// (13.5) settle on 64 registers and spill; with it every version fits without spilling.
+__global__ void __launch_bounds__(kGemmThreads * kGemmThreads, 3)
 gemm_kernel(const float* a, const float* b, float* c, float* partials, int M, int N, int K, int kPerSplit,
             bool transA, bool transB, float sT, float sO) {
   // Column-major tiles of op(A) and op(B) along the inner dimension. A transposing store puts

@@ -3,7 +3,8 @@
 
     python tools/cuda_emu/kernel_resources.py [--arch sm_90] [--json out.json]
 
-Needs nvcc (PATH, $NVCC, or the pip package nvidia-cuda-nvcc). The block size for the
+Needs nvcc: $NVCC, on PATH, or from pip (nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-crt
+nvidia-nvvm). The block size for the
 occupancy comes from the kernel's __launch_bounds__ (.maxntid in the PTX), else 256 (the
 engine's element-wise kernels)."""
 import argparse
@@ -27,12 +28,11 @@ def find_nvcc():
     nvcc = os.environ.get("NVCC") or shutil.which("nvcc")
     if nvcc:
         return nvcc
-    try:  # pip's nvidia-cuda-nvcc
-        import nvidia.cuda_nvcc as pkg
-        for base in pkg.__path__:
-            cand = os.path.join(base, "bin", "nvcc")
-            if os.path.exists(cand):
-                return cand
+    try:  # pip's nvidia-cuda-nvcc (with nvidia-cuda-runtime, nvidia-cuda-crt, nvidia-nvvm)
+        import nvidia
+        found = [c for base in nvidia.__path__ for c in sorted(glob.glob(os.path.join(base, "cu*", "bin", "nvcc")))]
+        if found:
+            return found[-1]
     except ImportError:
         pass
     return None
@@ -95,7 +95,8 @@ def compile_file(nvcc, cu, arch, tmp):
 def collect(arch="sm_90"):
     nvcc = find_nvcc()
     if nvcc is None:
-        raise SystemExit("kernel_resources: nvcc not found (set NVCC or pip install nvidia-cuda-nvcc)")
+        raise SystemExit("kernel_resources: nvcc not found (set NVCC, or pip install nvidia-cuda-nvcc "
+                         "nvidia-cuda-runtime nvidia-cuda-crt nvidia-nvvm)")
     with tempfile.TemporaryDirectory() as tmp:
         return [k for cu in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
                 for k in compile_file(nvcc, cu, arch, tmp)]
