@@ -11,7 +11,7 @@ wavefronts against the fewest possible (bank conflicts) and memory instructions 
 The H100 estimate of a kernel is the largest of
     compute: FLOPs / fp32 peak / issue efficiency (FMAs over FMAs + memory instructions),
     DRAM:    compulsory bytes (inputs read once, outputs written once) / HBM bandwidth / sector eff.,
-    L2:      bytes the warps request (all blocks, from the samples) / L2 bandwidth / sector eff.
+    L2:      sectors the warps touch x 32 bytes (all blocks, from the samples) / L2 bandwidth.
 It ignores latency, occupancy limits and integer work, so it is a lower bound: a GPU run
 (benchmarks/gpu_check.sh) must say how close the kernels come. --write puts the table into
 benchmarks/RESULTS.md (its own section; the rest is kept)."""
@@ -60,10 +60,10 @@ def model(launch, flops, dram_bytes):
     mem_instr = (g["loads"] + g["stores"] + s["loads"] + s["stores"] + replays) / threads if threads else 0.0
     fma = flops / 2 / total_threads
     issue_eff = fma / (fma + mem_instr) if fma else 1.0
-    l2_bytes = g["bytes"] / threads * total_threads if threads else 0.0
+    l2_bytes = g["sectors"] * 32 / threads * total_threads if threads else 0.0  # no L1 hits assumed
     t_compute = flops / PEAK_FLOPS / issue_eff if flops else 0.0
     t_dram = dram_bytes / HBM_BYTES / sector_eff
-    t_l2 = l2_bytes / L2_BYTES / sector_eff
+    t_l2 = l2_bytes / L2_BYTES
     bound = max((t_compute, "compute"), (t_dram, "DRAM"), (t_l2, "L2"))
     return dict(sector_eff=sector_eff, wave_eff=wave_eff, fma=fma, mem_instr=mem_instr, issue_eff=issue_eff,
                 l2_bytes=l2_bytes, t_us=bound[0] * 1e6, bound=bound[1], conflicts=s["conflicts"])
@@ -118,7 +118,7 @@ def table(rows, res, batch, sample):
            "- Command: `bash tools/cuda_emu/build.sh && CCN_BUILD_DIR=build/emu PYTHONPATH=python "
            "python benchmarks/emu_profile.py --write`",
            "- Model (H100 SXM5: 67 TFLOP/s fp32, 3.35 TB/s HBM3, L2 taken as 10 TB/s): the largest of FLOPs / peak / "
-           "issue eff., compulsory bytes / HBM / sector eff., requested bytes / L2 / sector eff. Issue eff. = FMAs / "
+           "issue eff., compulsory bytes / HBM / sector eff., sectors touched x 32 bytes / L2 (no L1 hits) Issue eff. = FMAs / "
            "(FMAs + memory instructions) per thread. A lower bound, not a measurement: no GPU has timed these "
            "kernels yet, and cuDNN's times for the same shapes are still to be measured beside them.",
            "- Sector eff.: fewest 32-byte sectors that hold the bytes a warp asks for / sectors it touches. "
