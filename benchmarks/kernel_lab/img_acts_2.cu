@@ -14,7 +14,8 @@ __global__ void __launch_bounds__(kThreadsX * kPixels)
 img_acts_v2(const float* hidActs, const float* filters, float* targets, LabConv p, int imageTiles, int pixelTiles) {
   constexpr int kImages = kThreadsX * IPT, kThreads = kThreadsX * kPixels;
   __shared__ float grads[kChunk][kImages];
-  __shared__ float weights[C][kMaxFilterSize][kChunk];
+  // Rows c * filterSize + fx, dense, so that a warp's staging stores hit 32 distinct banks.
+  __shared__ float weights[C * kMaxFilterSize][kChunk];
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kThreadsX + tx;
   const int image0 = blockIdx.x % imageTiles * kImages, tile = blockIdx.x / imageTiles;
   const int y = tile / pixelTiles, x0 = tile % pixelTiles * kPixels, x = x0 + ty;
@@ -32,10 +33,10 @@ img_acts_v2(const float* hidActs, const float* filters, float* targets, LabConv 
   for (int my = myFirst; my <= myLast; ++my) {
     const int fy = y + p.padding - my * p.stride;
     for (int f0 = 0; f0 < fpg; f0 += kChunk) {
-      // weights[c][fx][ff] = filters[(c, fy, fx), groupFilter0 + f0 + ff]; consecutive threads: consecutive filters.
+      // weights[c * filterSize + fx][ff] = filters[(c, fy, fx), groupFilter0 + f0 + ff]; consecutive threads: consecutive filters.
       for (int e = tid; e < C * p.filterSize * kChunk; e += kThreads) {
         int ff = e % kChunk, fx = e / kChunk % p.filterSize, c = e / (kChunk * p.filterSize);
-        weights[c][fx][ff] = f0 + ff < fpg
+        weights[e / kChunk][ff] = f0 + ff < fpg
                                  ? filters[(int64_t(c) * fp + fy * p.filterSize + fx) * p.numFilters + groupFilter0 + f0 + ff]
                                  : 0.f;
       }
@@ -53,7 +54,7 @@ img_acts_v2(const float* hidActs, const float* filters, float* targets, LabConv 
           for (int ff = 0; ff < kChunk; ++ff) {
             float g[IPT], w[C];
             for (int i = 0; i < IPT; ++i) g[i] = grads[ff][tx + i * kThreadsX];
-            for (int c = 0; c < C; ++c) w[c] = weights[c][fx][ff];
+            for (int c = 0; c < C; ++c) w[c] = weights[c * p.filterSize + fx][ff];
             for (int c = 0; c < C; ++c)
               for (int i = 0; i < IPT; ++i) acc[c][i] += w[c] * g[i];
           }

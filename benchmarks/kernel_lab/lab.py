@@ -189,9 +189,9 @@ def main():
         return worker(args)
     versions = ([int(v) for v in args.versions.split(",")] if args.versions else
                 sorted(int(os.path.basename(p)[len(args.op) + 1:-3]) for p in glob.glob(os.path.join(HERE, f"{args.op}_*.cu"))))
-    print(f"| version | max rel. error b128 / b37 | kernel | sector eff. | wavefront eff. | issue eff. | L2 MB | "
+    print(f"| version | max rel. error b128 / b37 | kernel | sector eff. | wavefront eff. | conflicts | issue eff. | L2 MB | "
           f"H100 model us | bound |{' GPU ms |' if args.gpu else ''}")
-    print("|---|---|---|---:|---:|---:|---:|---:|---|" + ("---:|" if args.gpu else ""))
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if args.gpu else ""))
     for v in versions:
         ok = run_worker(args.op, v, args.layer, "check", args.gpu, args.sample)
         cnt = {} if args.gpu else run_worker(args.op, v, args.layer, "count", False, args.sample)
@@ -203,8 +203,8 @@ def main():
             continue
         err = f"{ok['error_batch128']:.1e} / {ok['error_batch37']:.1e}"
         row = (f"| {v} | {err} | `{cnt.get('kernel', '-')}` | {cnt.get('sector_eff', 0):.3f} | "
-               f"{cnt.get('wave_eff', 0):.3f} | {cnt.get('issue_eff', 0):.3f} | {cnt.get('l2_bytes', 0) / 1e6:.0f} | "
-               f"{cnt.get('t_us', 0):.0f} | {cnt.get('bound', '-')} |") if cnt else f"| {v} | {err} | - | - | - | - | - | - | - |"
+               f"{cnt.get('wave_eff', 0):.4f} | {cnt.get('conflicts', 0)} | {cnt.get('issue_eff', 0):.3f} | {cnt.get('l2_bytes', 0) / 1e6:.0f} | "
+               f"{cnt.get('t_us', 0):.0f} | {cnt.get('bound', '-')} |") if cnt else f"| {v} | {err} | - | - | - | - | - | - | - | - |"
         print(row + (f" {ok['gpu_ms']:.3f} |" if args.gpu else ""), flush=True)
 
 
