@@ -26,10 +26,13 @@ class DropoutLayer : public Layer {
 
   void resize(int numCases) override { mask_ = Tensor::empty({outputs_, numCases}, acts().device()); }
 
-  void reserveRandom(uint64_t seed, uint64_t& counter) override {
+  // Numbers [counter, counter + outputs * total): element (o, case) of the whole minibatch
+  // takes number counter + o * total + case; this replica's cases start at cases.first.
+  void reserveRandom(uint64_t seed, uint64_t& counter, const CaseSlice& cases) override {
     seed_ = seed;
-    offset_ = counter;
-    counter += static_cast<uint64_t>(mask_.numel());
+    offset_ = counter + static_cast<uint64_t>(cases.first);
+    rowStride_ = cases.total;
+    counter += static_cast<uint64_t>(outputs_) * static_cast<uint64_t>(cases.total);
   }
 
   void fprop(bool train) override {
@@ -38,7 +41,7 @@ class DropoutLayer : public Layer {
       ops::add(inputs[0].acts(), acts(), 0.f, 1.f);
       return;
     }
-    ops::dropoutMask(mask_, keep_, seed_, offset_);
+    ops::dropoutMask(mask_, keep_, seed_, offset_, rowStride_);
     ops::mult(inputs[0].acts(), mask_, acts(), 0.f, 1.f);
   }
 
@@ -59,6 +62,7 @@ class DropoutLayer : public Layer {
   float keep_ = 1.f;
   Tensor mask_;
   uint64_t seed_ = 0, offset_ = 0;
+  int64_t rowStride_ = 0;
   bool train_ = false;
 };
 

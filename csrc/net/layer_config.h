@@ -42,6 +42,8 @@ class LayerConfig {
   std::string getString(const std::string& key) const;
   std::string getString(const std::string& key, const std::string& fallback) const;
   std::vector<std::string> getStringList(const std::string& key) const;
+  // A list of ints (a single int stands for a one-element list).
+  std::vector<int> getIntList(const std::string& key) const;
   // A list of `count` numbers; a single number stands for `count` copies of itself.
   std::vector<double> getFloatList(const std::string& key, size_t count) const;
   std::vector<double> getFloatList(const std::string& key, size_t count, double fallback) const;

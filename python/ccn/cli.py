@@ -1,8 +1,28 @@
 """Entry points of convnet.py (train / resume / test / check-grads / write-features) and
 shownet.py (plots of a trained net)."""
+import os
 import sys
 
 from . import checkpoint, options
+
+
+def _stop_job(code):
+    """Under MPI an error on one rank ends every rank (none waits forever in a collective)."""
+    from . import distributed
+    if distributed.launched_by_mpi():
+        try:
+            world = distributed.world()
+        except RuntimeError:
+            return code
+        if world.size > 1:
+            world.abort(code)
+    return code
+
+
+def _rank_prefix():
+    from . import distributed
+    rank = next((os.environ[v] for v in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK") if os.environ.get(v)), None)
+    return f" (rank {rank})" if distributed.launched_by_mpi() and rank not in (None, "0") else ""
 
 
 def convnet_main(argv=None):
@@ -43,11 +63,11 @@ def convnet_main(argv=None):
         trainer.train()
         return 0
     except (ValueError, OSError, RuntimeError) as e:  # ConfigError, CheckpointError, TrainingError among them
-        print(f"convnet: error: {e}", file=sys.stderr)
-        return 2
+        print(f"convnet: error{_rank_prefix()}: {e}", file=sys.stderr)
+        return _stop_job(2)
     except KeyboardInterrupt:
         print("convnet: interrupted; the last checkpoint is kept", file=sys.stderr)
-        return 130
+        return _stop_job(130)
 
 
 def shownet_main(argv=None):

@@ -111,8 +111,17 @@ def build_parser():
     group = p.add_argument_group("data provider options")
     for name, (option, providers) in data.provider_options().items():
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_bool if option.type is bool else option.type,
-                           help=f"{', '.join(providers)}: {option.help} (default {option.default})")
+                           help=f"{_provider_help(name, providers)} (default {option.default})")
     return p
+
+
+def _provider_help(name, providers):
+    """'a, b: help; c: other help': providers sharing an option may explain it differently."""
+    by_help = {}
+    for provider in providers:
+        text = next(o.help for o in data.PROVIDERS[provider].options if o.name == name)
+        by_help.setdefault(text, []).append(provider)
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in by_help.items())
 
 
 def parse(argv=None):

@@ -5,12 +5,13 @@
     # data: float32 (channels*imgSizeY*imgSizeX, numCases), case index fastest, rows (C, H, W)
     # labels: float32 (1, numCases), class indices
 
-Registered providers (PROVIDERS): fashion-mnist, cifar, cifar-cropped, dummy, images.
+Registered providers (PROVIDERS): fashion-mnist, cifar, cifar-cropped, dummy, image (make-data
+JPEG batches), images (class folders).
 """
 from .base import (PROVIDERS, BackgroundLoader, CorruptDataError, DataProvider, MissingDataError,
                    ProviderOption, get_provider, parse_batch_range, provider_options, provider_params,
                    register_provider)
-from . import cifar, dummy, fashion_mnist, images  # noqa: F401  (register the providers)
+from . import cifar, dummy, fashion_mnist, image, images  # noqa: F401  (register the providers)
 
 __all__ = ["PROVIDERS", "BackgroundLoader", "CorruptDataError", "DataProvider", "MissingDataError",
            "ProviderOption", "get_provider", "parse_batch_range", "provider_options", "provider_params",
