@@ -234,7 +234,7 @@ bool sampling = false;        // the running block's accesses are logged
 std::string kernel;           // the running kernel's name
 std::string first_error;      // the launch's first error
 bool fatal = false;           // the block cannot go on
-int reported_unwritten = 0, reported_race = 0;
+int reported_unwritten = 0, reported_race = 0, reported_overflow = 0;  // each kind: its first only
 Counters counters;
 std::string error_message = "emulated launch error";
 
@@ -276,7 +276,8 @@ std::string thread_name(size_t i) { return "thread " + coords(fibers[i].index) +
 void on_shared(uintptr_t a, size_t size, bool write, const void* pc) {
   size_t off = a - uintptr_t(shared_mem);
   if (off + size > shared_used) {
-    report(thread_name(current) + " accesses shared memory past its __shared__ arrays at " + where(pc));
+    if (reported_overflow++ == 0)
+      report(thread_name(current) + " accesses shared memory past its __shared__ arrays at " + where(pc));
     return;
   }
   if (write) {
@@ -546,7 +547,6 @@ void syncthreads() {
   Fiber& f = fibers[current];
   f.state = State::Barrier;
   f.barriers++;
-  in_kernel = false;
   swapcontext(&f.context, &scheduler);
 }
 
@@ -563,7 +563,6 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width) {
   f.arg = arg;
   f.width = width;
   f.result = 0;
-  in_kernel = false;
   swapcontext(&f.context, &scheduler);
   return fibers[current].result;
 }
@@ -619,7 +618,7 @@ void launch(dim3 grid, dim3 block, size_t smem, const std::function<void()>& bod
   kernel = name;
   first_error.clear();
   fatal = false;
-  reported_unwritten = reported_race = 0;
+  reported_unwritten = reported_race = reported_overflow = 0;
   counters = Counters();
   shared_arrays.clear();
   shared_used = 0;

@@ -108,17 +108,19 @@ def main(argv=None):
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     kernels = collect(args.arch)
-    print(f"{'kernel':<44} {'regs':>4} {'smem':>6} {'spill st/ld':>11} {'threads':>7} {'blocks/SM':>9} {'occupancy':>9}")
+    print(f"{'kernel':<44} {'regs':>4} {'smem':>6} {'spill st/ld':>11} {'stack':>5} {'threads':>7} {'blocks/SM':>9} "
+          f"{'occupancy':>9}")
     for k in kernels:
-        print(f"{k['name']:<44} {k['registers']:>4} {k['smem']:>6} {k['spill_stores']:>5}/{k['spill_loads']:<5} "
+        print(f"{k['name']:<44} {k['registers']:>4} {k['smem']:>6} {k['spill_stores']:>5}/{k['spill_loads']:<5} {k['stack']:>5} "
               f"{k['threads']:>7} {k['blocks_per_sm']:>9} {k['occupancy']:>9.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(kernels, f, indent=1)
-    spills = [k for k in kernels if k["spill_stores"] or k["spill_loads"] or k["stack"]]
+    # A stack frame alone (a local array the compiler could not keep in registers) is not a spill.
+    spills = [k for k in kernels if k["spill_stores"] or k["spill_loads"]]
     for k in spills:
         print(f"FAIL {k['name']} ({k['file']}): {k['spill_stores']} bytes spill stores, {k['spill_loads']} bytes "
-              f"spill loads, {k['stack']} bytes stack")
+              f"spill loads")
     return 1 if spills else 0
 
 
