@@ -37,6 +37,7 @@ def setup_emulator(sample):
     """Sampled blocks only, counters to a fresh file: read by the emulator at its first launch."""
     report = tempfile.NamedTemporaryFile(prefix="emu_profile_", suffix=".jsonl", delete=False).name
     os.environ.update(CCN_EMU_REPORT=report, CCN_EMU_SAMPLED_ONLY="1", CCN_EMU_SAMPLE=str(sample))
+    os.environ.setdefault("CCN_EMU_SEED", "1")  # the same sampled blocks every run
     return report
 
 

@@ -167,6 +167,7 @@ def run_worker(op, version, layer, mode, gpu, sample):
         if os.path.exists(report):
             os.unlink(report)
         env.update(CCN_EMU_REPORT=report, CCN_EMU_SAMPLED_ONLY="1", CCN_EMU_SAMPLE=str(sample))
+        env.setdefault("CCN_EMU_SEED", "1")  # the same sampled blocks for every version and run
     cmd = [sys.executable, __file__, op, "--layer", layer, "--worker", mode, "--version", str(version)]
     p = subprocess.run(cmd + (["--gpu"] if gpu else []), capture_output=True, text=True, env=env)
     lines = [l for l in p.stdout.splitlines() if l.startswith("LAB ")]
@@ -181,7 +182,7 @@ def main():
     ap.add_argument("--layer", default="conv1")
     ap.add_argument("--versions", help="comma-separated (default: all)")
     ap.add_argument("--gpu", action="store_true")
-    ap.add_argument("--sample", type=int, default=4)
+    ap.add_argument("--sample", type=int, default=8, help="blocks counted per launch")
     ap.add_argument("--worker", choices=["check", "count"], help=argparse.SUPPRESS)
     ap.add_argument("--version", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
