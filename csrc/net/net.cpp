@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <system_error>
 
 #include "core/error.h"
 #include "core/philox.h"
@@ -337,9 +338,22 @@ void Net::startWorkers() {
       if (layer->device == w->logical) w->layers.push_back(layer.get());
     workers_.push_back(std::move(w));
   }
-  for (auto& w : workers_) {
-    Worker* worker = w.get();
-    w->thread = std::thread([this, worker] { workerLoop(*worker); });
+  for (size_t d = 0; d < workers_.size(); ++d) {
+    Worker* worker = workers_[d].get();
+    try {
+      worker->thread = std::thread([this, worker] { workerLoop(*worker); });
+    } catch (const std::system_error& e) {
+      // the destructor will not run for a half-built net: stop the threads already started
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stopping_ = true;
+      }
+      workCv_.notify_all();
+      for (auto& w : workers_)
+        if (w->thread.joinable()) w->thread.join();
+      throw std::runtime_error(detail::format("cannot start the thread of logical device ", d, " of ",
+                                              workers_.size(), " (", e.what(), ")"));
+    }
   }
 }
 
@@ -420,6 +434,15 @@ Tensor Net::grad(const std::string& layer, const std::string& key, size_t index)
   WeightSlot& s = slot(layer, key, index);
   if (s.store->eps == 0.f || s.store->gradWriters == 0) return filledOnHost(s.store->grad.shape(), 0.f);
   return s.store->grad;
+}
+
+std::vector<Tensor> Net::gradBuffers(const std::string& layer) const {
+  WeightLayer& wl = weightLayer(layer);
+  std::vector<Tensor> out;
+  for (const WeightSlot& s : wl.weights)
+    if (s.computesGrad() && !s.shared) out.push_back(s.store->grad);
+  if (wl.bias.computesGrad()) out.push_back(wl.bias.store->grad);
+  return out;
 }
 
 void Net::setGrad(const std::string& layer, const std::string& key, size_t index, const Tensor& value) {

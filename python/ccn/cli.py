@@ -28,17 +28,18 @@ def _rank_prefix():
 def convnet_main(argv=None):
     try:
         given, load_file = options.parse(argv)
+        allow_pickle = given.pop("allow_pickle", False)
         state, run_dir = {}, None
         if given.get("finetune"):
             if load_file:
                 raise ValueError("use either -f (resume) or --finetune (new net from a checkpoint's weights)")
-            loaded, path, _ = checkpoint.load(given["finetune"])
+            loaded, path, _ = checkpoint.load(given["finetune"], allow_pickle)
             print(f"convnet: fine-tuning from {path}")
             op = options.merge(given, loaded["op"])
             op["finetune"] = path
             state = {"params": loaded["params"]}
         elif load_file:
-            state, path, run_dir = checkpoint.load(load_file)
+            state, path, run_dir = checkpoint.load(load_file, allow_pickle)
             print(f"convnet: loaded {path}")
             op = options.merge(given, state["op"])
         else:

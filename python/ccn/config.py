@@ -48,6 +48,7 @@ import numbers
 import re
 
 from . import _core
+from .regular_file import NotARegularFile, read_regular_file
 
 __all__ = [
     "ConfigError",
@@ -78,6 +79,7 @@ class ConfigError(ValueError):
 
 _REQUIRED = object()  # marks a key without default
 _INT_RE = re.compile(r"[+-]?\d+")
+INT32_MAX = 2 ** 31 - 1  # integers of a layer file are int32 in the engine
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -187,10 +189,14 @@ def schedule_value(schedule, progress):
         return base * (1.0 - p) + (base / target) * p
     if kind == "exp":
         return base * target ** (-p)
+    # dexp: step k (0-based) covers progress in (k / steps, (k + 1) / steps]; found in closed
+    # form (numSteps may be 2^31), then nudged where rounding of p * steps puts it one off
     steps = int(schedule["numSteps"])
-    for k in range(steps):
-        if p <= (k + 1) / steps:
-            break
+    k = min(max(math.ceil(p * steps) - 1, 0), steps - 1)
+    while k > 0 and p <= k / steps:
+        k -= 1
+    while k < steps - 1 and p > (k + 1) / steps:
+        k += 1
     return base / target if k == steps - 1 else base * target ** (-k / (steps - 1))
 
 
@@ -275,7 +281,8 @@ class _Section:
             raise self.error(key, f"must be <= {maximum}, got {value}")
         return value
 
-    def get_int(self, key, default=_REQUIRED, minimum=None, maximum=None):
+    def get_int(self, key, default=_REQUIRED, minimum=None, maximum=INT32_MAX):
+        """An integer; the engine stores them in 32 bits, so larger ones are refused here."""
         text = self._text(key, default)
         if text is None:
             return default
@@ -323,14 +330,35 @@ class _Section:
         return values
 
 
+MAX_LAYER_FILE_BYTES = 16 << 20
+_INDENTED_KEY_RE = re.compile(r"^[ \t]+([^\s=:#;\[][^=:]*?)\s*[=:]")
+
+
+def _check_indented_keys(path, text):
+    """An indented key line would silently continue the previous key's value (INI syntax)."""
+    section = None
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped[1:-1]
+        match = _INDENTED_KEY_RE.match(line)
+        if match:
+            raise ConfigError(path, section, match.group(1),
+                              f"line {number} is indented; a key must start at the beginning of its line")
+
+
 def _read_ini(path):
-    """Reads an INI file into an ordered list of _Section; syntax errors become ConfigError."""
+    """Reads an INI file into an ordered list of _Section; syntax errors become ConfigError.
+    Only a regular file of at most MAX_LAYER_FILE_BYTES is read; a UTF-8 byte-order mark is skipped."""
     parser = configparser.ConfigParser(interpolation=None, strict=True, comment_prefixes=("#", ";"),
                                        inline_comment_prefixes=("#",), default_section="\0no default\0")
     parser.optionxform = str  # keep the user's spelling for messages
     try:
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle, source=str(path))
+        text = read_regular_file(path, MAX_LAYER_FILE_BYTES).decode("utf-8-sig")
+        _check_indented_keys(path, text)
+        parser.read_string(text, source=str(path))
+    except NotARegularFile as err:
+        raise ConfigError(path, None, None, str(err).split(": ", 1)[-1]) from None
     except OSError as err:
         raise ConfigError(path, None, None, f"cannot read: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
@@ -594,6 +622,9 @@ class ConvLayerParser(_WeightLayerParser):
             raise sec.error("groups", f"{groups} does not divide the input's {channels} channels")
         if filters % groups:
             raise sec.error("groups", f"{groups} does not divide filters={filters}")
+        if padding >= filter_size:
+            raise sec.error("padding", f"{padding} must be smaller than filterSize={filter_size} "
+                                       "(the first module would see only padding)")
         if filter_size > min(size_y, size_x) + 2 * padding:
             raise sec.error("filterSize", f"{filter_size} is larger than the padded image "
                                           f"({size_y}x{size_x} with padding {padding})")

@@ -107,6 +107,8 @@ def build_parser():
     a("--feature-path", dest="feature_path", help="directory for --write-features")
     a("--finetune", dest="finetune", help="start from this checkpoint's weights (layers whose shapes changed are re-initialised)")
     a("--seed", dest="seed", type=int, help="random seed (weights, dropout, data order)")
+    a("--allow-pickle", dest="allow_pickle", type=_bool, nargs="?", const=True,
+      help="load an old pickle checkpoint (it can run code); not stored in the run's options")
     a("--max-batches", dest="max_batches", type=int, help="stop after this many training batches (0: no limit)")
     group = p.add_argument_group("data provider options")
     for name, (option, providers) in data.provider_options().items():

@@ -9,10 +9,11 @@ import time
 
 import numpy as np
 
-from . import _core, checkpoint, config, data, distributed, weights
+from . import _core, checkpoint, config, data, distributed, memory, weights
 from .weights import WEIGHT_TYPES
 
 
+KEEP_CHECKPOINTS = 2
 TEST_CHANNEL = 1  # the Net's data channel for test batches (0 carries the training batches)
 
 
@@ -109,9 +110,11 @@ class Trainer:
         if op["mini"] % self.multiple:
             raise ValueError(f"--mini={op['mini']} must be a multiple of {self.multiple} (the MPI ranks times the "
                              "layers' data-parallel replicas), so that every minibatch splits evenly")
-        self.devices = choose_devices(op["gpu"], self.layers)
+        self.devices = distributed.rank_devices(choose_devices(op["gpu"], self.layers), self.world)
+        memory.check(self.layers, self.devices, op["mini"])  # before anything is allocated
         self.net = _core.Net(self.layers, self.devices, op["seed"])
         self.net.set_shard(self.world.rank, self.world.size)
+        self.sum_gradients = distributed.GradientSum(self.net, self.devices, self.world)
         self.lead = self.world.rank == 0  # prints, logs and writes checkpoints
         if self.multiple > 1:
             self._say(f"convnet: minibatches are cut to multiples of {self.multiple} cases (MPI ranks x replicas); "
@@ -120,6 +123,7 @@ class Trainer:
         self.test_outputs = list(self.state.get("test_outputs", []))
         self.epoch, self.batchnum = self.state.get("epoch", 1), self.state.get("batchnum", 0)
         self.batches_done = self.state.get("batches_done", 0)
+        self.metrics_rows = self.state.get("metrics_rows")
         self._init_params()
         self._set_learning_params()
         if "rng_counter" in self.state and not op.get("finetune"):
@@ -174,8 +178,13 @@ class Trainer:
     def train(self):
         from tqdm import tqdm
         op = self.op
-        if self.run_dir is None and self.lead:
-            self.run_dir = checkpoint.new_run_dir(op["save_path"])
+        if self.lead:
+            if self.run_dir is None:
+                self.run_dir = checkpoint.new_run_dir(op["save_path"])
+            else:  # resuming: undo what a killed run left behind after its last checkpoint
+                for path in checkpoint.remove_orphans(self.run_dir):
+                    print(f"convnet: removed {path}, left by an interrupted run")
+                self._truncate_metrics()
         ranks = f" x {self.world.size} MPI ranks" if self.world.size > 1 else ""
         self._say(f"convnet: training on {','.join(self.devices)}{ranks}; checkpoints in {self.run_dir}")
         if self.lead:
@@ -246,7 +255,7 @@ class Trainer:
             else:
                 self.net.fprop_slice(*distributed.shard(s, e, self.world), True)
                 self.net.bprop()
-                distributed.sum_gradients(self.net, self.net.weight_layer_names(), self.world)
+                self.sum_gradients()
                 self.net.update(e - s)
                 costs = self._summed_costs()
             self._check_finite(costs, f"epoch {epoch}, batch {batchnum}, cases {s}-{e - 1}")
@@ -351,13 +360,36 @@ class Trainer:
             "batches_done": self.batches_done,
             "train_outputs": self.train_outputs,
             "test_outputs": self.test_outputs,
+            "metrics_rows": self.metrics_rows,  # rows of metrics.csv this checkpoint accounts for
         }
-        older = checkpoint.list_checkpoints(self.run_dir) if os.path.isdir(self.run_dir) else []
         path = checkpoint.save(self.run_dir, self.epoch, self.batchnum, state)
-        for old in older:  # keep only the newest, once it is safely written
+        # keep the newest two: the older one is what loading falls back to if the newest rots
+        for old in checkpoint.list_checkpoints(self.run_dir)[:-KEEP_CHECKPOINTS]:
             if os.path.abspath(old) != os.path.abspath(path):
                 os.remove(old)
         return path
+
+    def _truncate_metrics(self):
+        """Cuts metrics.csv back to the rows the loaded checkpoint accounts for: the batches
+        trained after it (by a run that was then killed) are trained again and logged again."""
+        path = os.path.join(self.run_dir, "metrics.csv")
+        keep = self.metrics_rows
+        if not os.path.isfile(path):
+            self.metrics_rows = 0
+            return
+        with open(path, newline="") as f:
+            lines = f.read().splitlines(keepends=True)
+        if not lines or not lines[0].endswith("\n"):  # killed while writing the header
+            os.remove(path)
+            self.metrics_rows = 0
+            return
+        if keep is None:  # a checkpoint from before metrics_rows was stored: keep what is there
+            self.metrics_rows = max(0, len(lines) - 1)
+            return
+        complete = [line for line in lines[1:keep + 1] if line.endswith("\n")]
+        if len(lines) - 1 != len(complete) or not lines[-1].endswith("\n"):
+            checkpoint.write_atomic(path, "".join(lines[:1] + complete).encode("utf-8"))
+        self.metrics_rows = len(complete)
 
     def _log_metrics(self, phase, epoch, batchnum, totals, seconds):
         if self.run_dir is None:
@@ -368,8 +400,10 @@ class Trainer:
             w = csv.writer(f)
             if new:
                 w.writerow(["phase", "epoch", "batch", "layer", "cost", "error", "error_topk", "cases", "seconds"])
+                self.metrics_rows = 0
             for name, (cost, err, errk) in totals.averages().items():
                 w.writerow([phase, epoch, batchnum, name, f"{cost:.6f}", f"{err:.6f}", f"{errk:.6f}", totals.cases, f"{seconds:.3f}"])
+                self.metrics_rows = (self.metrics_rows or 0) + 1
 
     def _print_net(self):
         for layer in self.layers:
