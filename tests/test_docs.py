@@ -82,3 +82,20 @@ def test_readme_quick_start_installs_into_a_virtual_environment_and_ci_runs_it()
     ci = open(os.path.join(REPO, ".ci", "run"), encoding="utf-8").read()
     assert "tools/readme_check.py run test" in ci and "tools/readme_check.py run train" in ci
     assert "pip install \".[test]\"" not in ci  # the test command is README's, not a copy of it
+
+
+def test_console_commands_name_the_entry_points(capsys):
+    import importlib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    scripts = project["scripts"]
+    assert set(scripts) == {"ccn-train", "ccn-show", "ccn-export"}
+    for target in scripts.values():
+        module, function = target.split(":")
+        main = getattr(importlib.import_module(module), function)
+        with pytest.raises(SystemExit) as stop:
+            main(["--help"])
+        assert stop.value.code == 0
+    assert "torch" in project["optional-dependencies"]["bench"]
+    assert "pytest" in project["optional-dependencies"]["test"]
