@@ -11,7 +11,7 @@ import pytest
 
 from ccn import checkpoint, trainer
 from ccn.cli import convnet_main
-from trainer_fixtures import SMALL_NET, SMALL_PARAMS, write_cifar, write_net
+from trainer_fixtures import SMALL_PARAMS, write_cifar, write_net
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -17,7 +17,6 @@ Layouts (--layout):
 to_torch(path) builds a torch.nn.Module (eval mode) computing the net's test-time outputs
 from an export in either layout, a checkpoint or a run directory.
 """
-import argparse
 import json
 import os
 import sys

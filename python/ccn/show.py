@@ -23,7 +23,6 @@ The last two run the net on the first test batch through ``Trainer`` in test-onl
 so the checkpoint's options (data provider, data path, devices) apply; ``--data-path``,
 ``--test-range``, ``--gpu`` and ``--layer-params`` override them.
 """
-import argparse
 import math
 import os
 import sys

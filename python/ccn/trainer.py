@@ -105,10 +105,6 @@ class CostTotals:
             parts.append(f"{name}: cost {cost:.6f}, error {err:.4f}" + (f", top-{k} error {errk:.4f}" if k > 1 else ""))
         return "; ".join(parts)
 
-    def first_error(self):
-        """(layer, error) of the first cost layer, or None."""
-        return next(((name, values[1]) for name, values in self.averages().items()), None)
-
 
 class Trainer:
     def __init__(self, op, state=None, run_dir=None):
