@@ -40,6 +40,22 @@ def _bool(text):
     raise argparse.ArgumentTypeError(f"expected 0 or 1, got '{text}'")
 
 
+def _dp_param(text):
+    key, sep, value = str(text).partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
+    return key.strip(), value.strip()
+
+
+class _DictAppend(argparse.Action):
+    """Repeated KEY=VALUE options collected into one dict."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        collected = dict(getattr(namespace, self.dest, None) or {})
+        collected[values[0]] = values[1]
+        setattr(namespace, self.dest, collected)
+
+
 def _devices(text):
     devices = [d.strip() for d in str(text).split(",") if d.strip()]
     for d in devices:
@@ -75,6 +91,7 @@ DEFAULTS = {
     "finetune": None,
     "seed": 0,
     "max_batches": 0,
+    "dp_params": None,
 }
 
 
@@ -103,7 +120,10 @@ def build_parser():
     a("--multiview-test", dest="multiview_test", type=_bool, help="average predictions over the provider's views when testing")
     a("--logreg-name", dest="logreg_name", help="the cost.logreg layer for multiview testing")
     a("--crop-border", dest="crop_border", type=int, help="cifar-cropped: pixels cropped from each border")
-    a("--inner-size", dest="inner_size", type=int, help="cifar-cropped: size of the crops (overrides --crop-border)")
+    a("--inner-size", dest="inner_size", type=int, help="cifar-cropped: size of the crops (overrides --crop-border); "
+                                                         "dummy: the image size; refused by other providers")
+    a("--dp-param", dest="dp_params", type=_dp_param, action=_DictAppend, metavar="KEY=VALUE",
+      help="a data-provider parameter, e.g. batch_size=16 for dummy (repeatable)")
     a("--color-noise", dest="color_noise", type=float, help="standard deviation of per-channel colour noise")
     a("--write-features", dest="write_features", help="write this layer's outputs on the test set and exit")
     a("--feature-path", dest="feature_path", help="directory for --write-features")

@@ -37,6 +37,15 @@ def choose_devices(requested, layers):
     return requested
 
 
+def _literal(text):
+    """A --dp-param value for a parameter without a scalar default: a Python literal."""
+    import ast
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise ValueError(text) from None
+
+
 def _slices(num_cases, mini):
     return [(s, min(s + mini, num_cases)) for s in range(0, num_cases, mini)]
 
@@ -96,17 +105,37 @@ class Trainer:
 
     # -- setup -------------------------------------------------------------------------
     def _provider(self, batch_range, test, multiview=False):
-        op = self.op
+        """The provider, given the options it declares (its parameters); an option the user
+        set that the provider does not take is refused, never ignored."""
+        op, name = self.op, self.op["data_provider"]
+        accepted = data.provider_parameters(name)
         params = dict(seed=op["seed"])
-        if op["data_provider"] == "cifar-cropped":  # the options only this provider takes
-            params.update(crop_border=op["crop_border"], color_noise=0.0 if test else op["color_noise"])
-            if op["inner_size"]:
-                params.update(inner_size=op["inner_size"], crop_border=None)
-            if test:
-                params.update(multiview=multiview)
-        elif multiview:
-            raise ValueError(f"--multiview-test: the {op['data_provider']} provider has a single view")
-        return data.get_provider(op["data_provider"], op["data_path"], batch_range, test=test, **params)
+
+        def take(option, key, value, default):
+            if key in accepted:
+                params[key] = value
+            elif value != default:
+                raise ValueError(f"--{option}: the {name} provider has no {key.replace('_', ' ')}")
+
+        if "crop_border" in accepted and not op["inner_size"]:
+            params["crop_border"] = op["crop_border"]
+        take("inner-size", "inner_size", op["inner_size"] or None, None)
+        take("color-noise", "color_noise", 0.0 if test else op["color_noise"], 0.0)
+        if test:
+            if multiview and "multiview" not in accepted:
+                raise ValueError(f"--multiview-test: the {name} provider has a single view")
+            take("multiview-test", "multiview", multiview, False)
+        for key, text in (op.get("dp_params") or {}).items():
+            if key not in accepted or key in params:
+                raise ValueError(f"--dp-param {key}: the {name} provider takes "
+                                 f"{', '.join(k for k in accepted if k not in params) or 'no parameters'}")
+            default = accepted[key]
+            try:
+                params[key] = type(default)(text) if isinstance(default, (int, float, str)) \
+                    and not isinstance(default, bool) else _literal(text)
+            except ValueError:
+                raise ValueError(f"--dp-param {key}={text}: expected a {type(default).__name__}") from None
+        return data.get_provider(name, op["data_path"], batch_range, test=test, **params)
 
     def _init_params(self):
         stored = self.state.get("params", {})

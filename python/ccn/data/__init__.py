@@ -5,11 +5,12 @@
     # data: float32 (channels*imgSizeY*imgSizeX, numCases), case index fastest, rows (C, H, W)
     # labels: float32 (1, numCases), class indices
 
-Registered providers (PROVIDERS): fashion-mnist, cifar, cifar-cropped, dummy, images.
+Registered providers (PROVIDERS): fashion-mnist, cifar, cifar-cropped, dummy, images; and
+dummy-cn-N (PROVIDER_PATTERNS): the dummy provider with N flat rows, as cuda-convnet named it.
 """
 from .base import (PROVIDERS, BackgroundLoader, CorruptDataError, DataProvider, MissingDataError,
-                   get_provider, parse_batch_range, register_provider)
+                   get_provider, parse_batch_range, provider_parameters, register_provider)
 from . import cifar, dummy, fashion_mnist, images  # noqa: F401  (register the providers)
 
 __all__ = ["PROVIDERS", "BackgroundLoader", "CorruptDataError", "DataProvider", "MissingDataError",
-           "get_provider", "parse_batch_range", "register_provider"]
+           "get_provider", "parse_batch_range", "provider_parameters", "register_provider"]

@@ -13,10 +13,12 @@ by ``(seed, epoch, batchnum)``, so a resumed run draws exactly what the original
 """
 import concurrent.futures
 import inspect
+import re
 
 import numpy as np
 
 PROVIDERS = {}
+PROVIDER_PATTERNS = []  # (compiled regex, provider name, match -> params), for names like dummy-cn-3072
 
 
 class MissingDataError(FileNotFoundError):
@@ -38,6 +40,12 @@ def register_provider(name):
     return register
 
 
+def register_provider_pattern(pattern, provider, params_of_match):
+    """Makes names matching ``pattern`` build ``provider`` with ``params_of_match(match)``
+    added to the caller's parameters (e.g. dummy-cn-N: the dummy provider with N rows)."""
+    PROVIDER_PATTERNS.append((re.compile(pattern), provider, params_of_match))
+
+
 def get_provider(name, data_path, batch_range, test=False, **params):
     """Build the provider registered as ``name``.
 
@@ -47,8 +55,14 @@ def get_provider(name, data_path, batch_range, test=False, **params):
     test: True for a test provider (no shuffling or random augmentation).
     params: provider-specific keyword parameters (seed, multiview, inner_size, ...).
     """
+    for pattern, provider, params_of_match in PROVIDER_PATTERNS:
+        match = pattern.fullmatch(str(name))
+        if match and name not in PROVIDERS:
+            name, params = provider, {**params_of_match(match), **params}
+            break
     if name not in PROVIDERS:
-        raise ValueError(f"unknown data provider {name!r}; known: {', '.join(sorted(PROVIDERS))}")
+        patterns = [p.pattern for p, _, _ in PROVIDER_PATTERNS]
+        raise ValueError(f"unknown data provider {name!r}; known: {', '.join(sorted(PROVIDERS) + patterns)}")
     cls = PROVIDERS[name]
     accepted = [p for p in inspect.signature(cls.__init__).parameters
                 if p not in ("self", "data_path", "batch_range", "test")]
@@ -57,6 +71,18 @@ def get_provider(name, data_path, batch_range, test=False, **params):
             raise TypeError(f"data provider {name!r} has no parameter {key!r}; "
                             f"its parameters: {', '.join(accepted)}")
     return cls(data_path, batch_range, test=test, **params)
+
+
+def provider_parameters(name):
+    """{parameter: default} of the provider a name builds (pattern names included)."""
+    for pattern, provider, _ in PROVIDER_PATTERNS:
+        if pattern.fullmatch(str(name)) and name not in PROVIDERS:
+            name = provider
+    if name not in PROVIDERS:
+        return {}
+    signature = inspect.signature(PROVIDERS[name].__init__).parameters
+    return {key: p.default for key, p in signature.items()
+            if key not in ("self", "data_path", "batch_range", "test")}
 
 
 def parse_batch_range(batch_range):
@@ -217,9 +243,10 @@ class DataProvider:
         self._loader.prefetch(self._position())
 
     def get_data_dims(self, idx=0):
-        """(channels, imgSizeY, imgSizeX) for idx 0 (data); 1 for idx 1 (labels: one row)."""
+        """(channels, imgSizeY, imgSizeX) for idx 0 (data; an int for flat data); 1 for idx 1
+        (labels: one row)."""
         if idx == 0:
-            return tuple(self.data_dims)
+            return self.data_dims if isinstance(self.data_dims, int) else tuple(self.data_dims)
         if idx == 1:
             return 1
         raise ValueError(f"get_data_dims: idx must be 0 (data) or 1 (labels), got {idx!r}")

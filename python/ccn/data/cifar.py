@@ -1,11 +1,16 @@
-"""CIFAR-10 providers on the python batch format: ``cifar`` (whole 3x32x32 images) and
-``cifar-cropped`` (cuda-convnet's random crops + flips for training, centre or 10-view test).
+"""CIFAR-10 providers: ``cifar`` (whole 3x32x32 images) and ``cifar-cropped`` (cuda-convnet's
+random crops + flips for training, centre or 10-view test).
 
-Files in data_path: data_batch_1..data_batch_5 and test_batch, pickles of a dict with
-b'data' (10000x3072 uint8, one image per row: R plane (32x32 row-major), then G, then B)
-and b'labels' (10000 ints); batches.meta with b'label_names' and, in cuda-convnet's own
-batches, b'data_mean' (3072 floats, pixel units). Batch numbers follow cuda-convnet: 1..5
-are the training batches, 6 is test_batch. Pickles from Python 2 (byte-string keys) and
+Two layouts of the files in data_path are read, told apart by their shapes:
+* the python release: data_batch_1..data_batch_5 and test_batch, pickles of a dict with
+  b'data' (10000x3072 uint8, one image per row: R plane (32x32 row-major), then G, then B)
+  and b'labels' (10000 ints); batches.meta with b'label_names';
+* cuda-convnet's own batches: data_batch_1..data_batch_6 (6 is the test batch), 'data'
+  uint8 (3072, numCases), one image per column; batches.meta with 'label_names',
+  'num_vis' (3072) and 'data_mean' (3072 or 3072x1 floats, pixel units).
+A (3072, 3072) batch is read as columns when batches.meta has data_mean, else as rows.
+Batch numbers follow cuda-convnet: 1..5 are the training batches, 6 the test batch
+(test_batch, or data_batch_6 when there is no test_batch). Pickles from Python 2 (byte-string keys) and
 Python 3 (str keys) both load. Loading a pickle runs code chosen by whoever wrote it: only
 point data_path at files you trust.
 
@@ -100,6 +105,7 @@ class CIFARProvider(DataProvider):
             path = self._batch_path(batchnum)
             if not os.path.isfile(path):
                 load_pickle(path)  # raises the MissingDataError naming the file
+        self._columns_if_square = "data_mean" in meta
         if "data_mean" in meta:
             mean = np.asarray(meta["data_mean"], dtype=np.float32)
             if mean.size != PIXELS:
@@ -110,7 +116,12 @@ class CIFARProvider(DataProvider):
         self.data_dims = (CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
 
     def _batch_path(self, batchnum):
-        return os.path.join(self.data_path, batch_file_name(batchnum))
+        path = os.path.join(self.data_path, batch_file_name(batchnum))
+        if batchnum == TEST_BATCH and not os.path.isfile(path):
+            own_layout = os.path.join(self.data_path, f"data_batch_{TEST_BATCH}")
+            if os.path.isfile(own_layout):
+                return own_layout
+        return path
 
     def read_batch(self, batchnum):
         """(images uint8 (n, 3072), labels int64 (n,)) of one batch file, validated."""
@@ -121,9 +132,12 @@ class CIFARProvider(DataProvider):
                 raise CorruptDataError(f"{path}: no {key!r} entry")
         images = batch["data"]
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 \
-                or images.shape[1] != PIXELS:
+                or PIXELS not in images.shape:
             desc = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
-            raise CorruptDataError(f"{path}: 'data' must be a uint8 array of shape (numCases, {PIXELS}), found {desc}")
+            raise CorruptDataError(f"{path}: 'data' must be a uint8 array of shape (numCases, {PIXELS}) (python "
+                                   f"release) or ({PIXELS}, numCases) (cuda-convnet's batches), found {desc}")
+        if images.shape[0] == PIXELS and (images.shape[1] != PIXELS or self._columns_if_square):
+            images = np.ascontiguousarray(images.T)  # cuda-convnet's layout: one image per column
         labels = np.asarray(batch["labels"])
         if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
             raise CorruptDataError(f"{path}: 'labels' must be {len(images)} ints, found {labels.dtype} {labels.shape}")
