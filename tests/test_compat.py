@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import math
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,184 @@ def test_both_cifar_layouts_give_the_same_images(tmp_path, provider, params):
     with get_provider("cifar", own, [6], test=True) as p:  # independent reference: pixels minus mean
         data = p.get_next_batch()[2][0]
     np.testing.assert_allclose(data, images[6].T.astype(np.float64) - mean[:, None], atol=1e-3)
+
+
+# ---------------------------------------------------------------- the originals' syntax and keys
+
+from ccn import config  # noqa: E402
+from ccn.config import ConfigError, load_layers  # noqa: E402
+
+DIMS = {0: (3, 16, 16), 1: 1}
+
+
+def _load(tmp_path, net, params):
+    layers, layer_params = write_net(tmp_path, net, params)
+    return {layer["name"]: layer for layer in load_layers(layers, layer_params, DIMS)}
+
+
+def test_duplicate_sections_merge_like_python2(tmp_path, capsys):
+    net = SMALL_NET + "\n[conv1]\nstride=1\nfilterSize=3\n"  # conv1 again: later keys win
+    params = SMALL_PARAMS + "\n[conv1]\nepsW=0.5\n"
+    layers = _load(tmp_path, net, params)
+    assert layers["conv1"]["stride"] == 1 and layers["conv1"]["filterSize"] == 3
+    assert layers["conv1"]["padding"] == 2  # kept from the first [conv1]
+    assert layers["conv1"]["epsW"] == [{"type": "const", "base": 0.5}] and layers["conv1"]["momW"] == [0.9]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("[conv1] given twice" in line and "merged" in line for line in err)
+
+
+def test_duplicate_key_takes_the_later_value_with_a_warning(tmp_path, capsys):
+    layers = _load(tmp_path, SMALL_NET.replace("stride=2\ninitW", "stride=2\nstride=1\ninitW"), SMALL_PARAMS)
+    assert layers["conv1"]["stride"] == 1
+    assert "[conv1] stride: given twice" in capsys.readouterr().err
+
+
+def test_params_section_for_absent_layer_warns(tmp_path, capsys):
+    layers = _load(tmp_path, SMALL_NET, SMALL_PARAMS + "\n[conv9]\nepsW=0.1\n")
+    assert "conv9" not in layers
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "[conv9] has no layer of this name" in err[0]
+
+
+def test_kernel_tuning_keys_are_accepted_and_change_nothing(tmp_path):
+    plain = _load(tmp_path, SMALL_NET, SMALL_PARAMS)
+    tuned = _load(tmp_path, SMALL_NET.replace("stride=2\ninitW", "stride=2\nsumWidth=3\npartialSum=4\n"
+                                              "randSparse=0\nfilterChannels=3\ninitW"), SMALL_PARAMS)
+    for key in ("filters", "filterChannels", "groups", "modulesX"):
+        assert tuned["conv1"][key] == plain["conv1"][key]
+
+
+@pytest.mark.parametrize("extra, key, message", [
+    ("randSparse=1\ngroups=3\n", "randSparse", "not supported"),
+    ("filterChannels=2\n", "filterChannels", "not channels/groups"),
+    ("initCFunc=mod.f\n", "initCFunc", "randSparse"),
+])
+def test_sparse_connectivity_keys_refused_in_one_line(tmp_path, extra, key, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        _load(tmp_path, SMALL_NET.replace("stride=2\ninitW", "stride=2\n" + extra + "initW"), SMALL_PARAMS)
+    assert (err.value.section, err.value.key) == ("conv1", key) and "\n" not in str(err.value)
+
+
+def test_2012_learning_keys(tmp_path):
+    params = SMALL_PARAMS.replace("wc=0.0005\n\n[fc10]", "wc=0.0005\nwball=0.00\nschedW=exp[100,0]\n"
+                                  "schedB=default\nsuperEps=0\nsuperMom=0\nupdatePeriod=1\n\n[fc10]", 1)
+    params += "\n[fc10]\nschedW=dexp[10,0.5,4]\nwball=0.1\n"
+    layers = _load(tmp_path, SMALL_NET, params)
+    conv, fc = layers["conv1"], layers["fc10"]
+    assert conv["epsW"] == [{"type": "exp", "base": 0.0001, "tgtFactor": 100.0}]
+    assert conv["epsB"] == {"type": "const", "base": 0.0002} and "wball" not in conv
+    assert fc["epsW"] == [{"type": "dexp", "base": 0.0001, "tgtFactor": 10.0, "noiseStdev": 0.5, "numSteps": 4}]
+    assert fc["wball"] == [0.1]
+    # exp: base * tgtFactor^-p, as the 2012 release's pow(base, 1 + p*(log(base/tgt)/log(base) - 1))
+    base, tgt, p = 0.0001, 100.0, 0.3
+    expected = base ** (1 + p * (math.log(base / tgt) / math.log(base) - 1))
+    assert config.schedule_value(conv["epsW"][0], p) == pytest.approx(expected, rel=1e-12)
+    # noise: 1 + |N(0,1)| * noiseStdev, from the rng given
+    noisy = dict(fc["epsW"][0])
+    values = [config.schedule_value(noisy, 0.0, np.random.default_rng(k)) for k in range(50)]
+    draws = [abs(np.random.default_rng(k).standard_normal()) for k in range(50)]
+    np.testing.assert_allclose(values, [0.0001 * (1 + 0.5 * d) for d in draws], rtol=1e-12)
+
+
+@pytest.mark.parametrize("extra, key", [("updatePeriod=2", "updatePeriod"), ("superEps=0.1", "superEps"),
+                                        ("schedW=tanh[1,1]", "schedW"), ("schedW=linear[1]", "schedW"),
+                                        ("epsW=exp[0.1;10]\nschedW=linear[1,0]", "schedW")])
+def test_2012_learning_keys_refused_in_one_line(tmp_path, extra, key):
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, SMALL_NET, SMALL_PARAMS + f"\n[conv1]\n{extra}\n")
+    assert (err.value.section, err.value.key) == ("conv1", key) and "\n" not in str(err.value)
+
+
+def test_dropout_enable_and_pool_sum_keys(tmp_path):
+    net = SMALL_NET.replace("[fc10]\ntype=fc\ninputs=pool1", "[drop]\ntype=dropout2\ninputs=pool1\nkeep=0.7\n\n"
+                            "[fc10]\ntype=fc\ninputs=drop").replace("pool=max", "pool=avg\nsum=0")
+    layers = _load(tmp_path, net, SMALL_PARAMS + "\n[drop]\nenable=false\n")
+    assert layers["drop"]["type"] == "dropout2" and layers["drop"]["keep"] == 0.7
+    assert layers["drop"]["enable"] is False and layers["pool1"]["pool"] == "avg"
+    with pytest.raises(ConfigError, match="sum=1"):
+        _load(tmp_path, net.replace("sum=0", "sum=1"), SMALL_PARAMS)
+
+
+# ---------------------------------------------------------------- init functions and constraints
+
+INIT_MODULE = '''
+import numpy as np
+
+def weights(name, idx, shape, params=None):
+    rng = np.random.default_rng(int(params[0]))
+    return (float(params[1]) * rng.standard_normal(shape)).astype(np.float32)
+
+def biases(name, shape, params=None):
+    return np.full(shape, float(params[0]), dtype=np.float32)
+
+def broken(name, idx, shape, params=None):
+    raise KeyError("no such table")
+'''
+
+
+def _run_with(tmp_path, capsys, net, params, extra=()):
+    layers, layer_params = write_net(tmp_path, net, params)
+    code = convnet_main([f"--layer-def={layers}", f"--layer-params={layer_params}", "--data-provider=dummy",
+                         "--dp-param=batch_size=8", "--dp-param=num_batches=1", "--gpu=cpu", "--epochs=1",
+                         f"--save-path={tmp_path / 'runs'}", "--mini=8", *extra])
+    return code, capsys.readouterr()
+
+
+def test_init_functions_from_the_python_path(tmp_path, capsys, monkeypatch):
+    from ccn import checkpoint
+    (tmp_path / "myinit.py").write_text(INIT_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    net = SMALL_NET.replace("initW=0.0001", "initWFunc=myinit.weights(7, 0.5)\ninitBFunc=myinit.biases(0.25)")
+    params = SMALL_PARAMS.replace("epsW=0.0001\nepsB=0.0002", "epsW=0\nepsB=0", 1)  # conv1 frozen
+    code, out = _run_with(tmp_path, capsys, net, params)
+    assert code == 0, out.err
+    runs = tmp_path / "runs"
+    state, _, _ = checkpoint.load(str(runs / os.listdir(runs)[0]))
+    conv = state["params"]["conv1"]
+    expected = 0.5 * np.random.default_rng(7).standard_normal(conv["weights"][0].shape)
+    np.testing.assert_allclose(conv["weights"][0], expected, rtol=1e-6)
+    np.testing.assert_array_equal(conv["biases"], np.full(conv["biases"].shape, 0.25, np.float32))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nomodule_xyz.f", "cannot import module 'nomodule_xyz'"),
+    ("myinit.nothere", "has no function 'nothere'"),
+    ("myinit.broken", "failed: KeyError"),
+])
+def test_init_function_errors_are_one_line(tmp_path, capsys, monkeypatch, spec, message):
+    (tmp_path / "myinit.py").write_text(INIT_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out = _run_with(tmp_path, capsys, SMALL_NET.replace("initW=0.0001", f"initWFunc={spec}"), SMALL_PARAMS)
+    assert code == 2 and message in out.err and len(out.err.strip().splitlines()) == 1
+
+
+def test_wball_and_wcnorm_constraints_match_numpy():
+    from ccn import constraints
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((12, 5)).astype(np.float32)
+    w[:, 1] *= 0.01  # a column inside the ball stays as it is
+    fc = {"type": "fc", "epsW": [{"base": 0.1}], "wball": [0.1]}
+    got = constraints.constrain(fc, [w])[0]
+    radius = 0.1 * 12
+    norms = np.linalg.norm(w.astype(np.float64), axis=0)
+    expected = w * np.where(norms > radius, radius / norms, 1.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    np.testing.assert_array_equal(got[:, 1], w[:, 1])
+    conv = {"type": "conv", "epsW": [{"base": 0.1}], "wcNormMax": [0.05], "wcNormMin": [0.02]}
+    got = constraints.constrain(conv, [w])[0]
+    norm = np.sqrt(((w - w.mean(axis=0)) ** 2).sum(axis=0)) / 12
+    clamp = np.clip(norm, 0.02, 0.05)
+    np.testing.assert_allclose(got, w * clamp / norm, rtol=1e-5)
+    frozen = dict(fc, epsW=[{"base": 0.0}])
+    assert constraints.constrain(frozen, [w]) == [None]
+
+
+def test_trainer_applies_wball_after_each_update(tmp_path, capsys):
+    from ccn import checkpoint
+    params = SMALL_PARAMS.replace("[fc10]\nepsW=0.0001", "[fc10]\nwball=0.001\nepsW=0.01")
+    code, out = _run_with(tmp_path, capsys, SMALL_NET, params)
+    assert code == 0, out.err
+    runs = tmp_path / "runs"
+    state, _, _ = checkpoint.load(str(runs / os.listdir(runs)[0]))
+    w = state["params"]["fc10"]["weights"][0]
+    assert np.linalg.norm(w, axis=0).max() <= 0.001 * w.shape[0] * (1 + 1e-5)

@@ -483,9 +483,7 @@ def test_resume_rereads_params(tmp_path):
         load_layer_params(str(bad), layers)
     assert (err.value.path, err.value.section, err.value.key) == (str(bad), "conv1", "epsW")
     bad.write_text(new_params.read_text() + "[ghost]\nkeep=1\n")
-    with pytest.raises(ConfigError) as err:
-        load_layer_params(str(bad), layers)
-    assert (err.value.path, err.value.section) == (str(bad), "ghost")
+    load_layer_params(str(bad), layers)  # a section for an absent layer is a warning (test_compat)
 
 
 def test_missing_file_and_bad_data_dims(tmp_path):
@@ -590,11 +588,7 @@ MALFORMED = [
      "weightSource", "layer[index]"),
     ("learning key in definition", lambda d: upd(d, "conv1", epsW="0.1"), None, D, "conv1", "epsW",
      "layer-params file"),
-    ("duplicate key", lambda d: upd(d, "conv1", filters=["16", "32"]), None, D, "conv1", "filters", "twice"),
-    ("duplicate key differing in case", lambda d: upd(d, "conv1", filtersize="5"), None, D, "conv1",
-     "filtersize", "twice"),
     # layer-params file
-    ("params section without layer", None, add_params("conv7", epsW="0.1"), P, "conv7", None, "no layer"),
     ("missing learning section", None, lambda p: p.pop("conv1"), P, "conv1", "epsW", "no section"),
     ("missing momB", None, add_params("fc10", momB=None), P, "fc10", "momB", "missing"),
     ("bad schedule arity", None, add_params("fc10", epsW="exp[0.01]"), P, "fc10", "epsW", "tgtFactor"),
@@ -639,10 +633,10 @@ def test_ini_syntax_errors(tmp_path):
     Path(def_path).write_text("type=data\n[data]\ndataIdx=0\n")
     with pytest.raises(ConfigError, match="layers.cfg"):
         load_layers(def_path, params_path, SMALL_DIMS)
-    Path(def_path).write_text(render(SMALL_DEF) + "\n[conv1]\ntype=conv\n")
+    Path(def_path).write_text(render(SMALL_DEF) + "\n[conv1]\ntype=nosuch\n")  # merged: the later type wins
     with pytest.raises(ConfigError) as err:
         load_layers(def_path, params_path, SMALL_DIMS)
-    assert err.value.section == "conv1" and "twice" in str(err.value)
+    assert err.value.section == "conv1" and "nosuch" in str(err.value)
     Path(def_path).write_text("# only a comment\n")
     with pytest.raises(ConfigError, match="no layers"):
         load_layers(def_path, params_path, SMALL_DIMS)

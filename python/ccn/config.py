@@ -43,6 +43,7 @@ import difflib
 import math
 import numbers
 import re
+import sys
 
 __all__ = [
     "ConfigError",
@@ -69,6 +70,11 @@ class ConfigError(ValueError):
         if key is not None:
             where += f" {key}"
         super().__init__(f"{where}: {reason}")
+
+
+def warn(message):
+    """One line on stderr: a file cuda-convnet accepted that is probably not what was meant."""
+    print(f"convnet: warning: {message}", file=sys.stderr)
 
 
 _REQUIRED = object()  # marks a key without default
@@ -167,8 +173,50 @@ def parse_schedule(text):
     return {"type": kind, **values}
 
 
-def schedule_value(schedule, progress):
-    """The value of a schedule dict at progress in [0, 1] (clamped); formulas in the module doc."""
+_SCHED_FACTOR_PARAMS = {"linear": ("tgtFactor", "noiseStdev"), "exp": ("tgtFactor", "noiseStdev"),
+                        "dexp": ("tgtFactor", "noiseStdev", "numSteps")}
+
+
+def parse_rate_schedule(text, base):
+    """The 2012 release's schedW / schedB ("default", "linear[tgtFactor,noiseStdev]",
+    "exp[tgtFactor,noiseStdev]", "dexp[tgtFactor,noiseStdev,numSteps]") applied to the base
+    rate given by epsW / epsB: a schedule dict as parse_schedule returns, with noiseStdev."""
+    text = text.strip()
+    if text.lower() == "default":
+        return {"type": "const", "base": base}
+    match = _SCHEDULE_RE.fullmatch(text)
+    kind = match.group(1).lower() if match else None
+    if kind not in _SCHED_FACTOR_PARAMS:
+        raise ValueError(f"'{text}' is not default, linear[tgtFactor,noiseStdev], exp[tgtFactor,noiseStdev] "
+                         "or dexp[tgtFactor,noiseStdev,numSteps]")
+    names = _SCHED_FACTOR_PARAMS[kind]
+    items = [item.strip() for item in re.split(r"[;,]", match.group(2))]
+    if len(items) != len(names):
+        raise ValueError(f"{kind}[...] takes {len(names)} values ({', '.join(names)}), got {len(items)}")
+    values = {name: (_parse_int(item) if name == "numSteps" else _parse_float(item)) for name, item in zip(names, items)}
+    if not (values["tgtFactor"] > 0 and math.isfinite(values["tgtFactor"])):
+        raise ValueError(f"tgtFactor must be > 0, got {values['tgtFactor']}")
+    if not (values["noiseStdev"] >= 0 and math.isfinite(values["noiseStdev"])):
+        raise ValueError(f"noiseStdev must be >= 0, got {values['noiseStdev']}")
+    if values.get("numSteps", 2) < 2:
+        raise ValueError(f"numSteps must be >= 2, got {values['numSteps']}")
+    schedule = {"type": kind, "base": base, **values}
+    if not schedule["noiseStdev"]:
+        del schedule["noiseStdev"]
+    return schedule
+
+
+def schedule_value(schedule, progress, rng=None):
+    """The value of a schedule dict at progress in [0, 1] (clamped); formulas in the module doc.
+    A schedule with noiseStdev (the 2012 release's noisy rates) is multiplied by
+    1 + |N(0, 1)| * noiseStdev, N drawn from rng (no noise without rng)."""
+    value = _schedule_value(schedule, progress)
+    if schedule.get("noiseStdev") and rng is not None:
+        value *= 1.0 + abs(float(rng.standard_normal())) * float(schedule["noiseStdev"])
+    return value
+
+
+def _schedule_value(schedule, progress):
     if math.isnan(progress):
         raise ValueError("progress is NaN")
     p = min(max(float(progress), 0.0), 1.0)
@@ -227,10 +275,8 @@ class _Section:
 
     def __init__(self, path, name, items):
         self.path, self.name = path, name
-        self._items = {}  # lower-case key -> (key as written, value)
+        self._items = {}  # lower-case key -> (key as written, value); the last one given wins
         for key, value in items:
-            if key.lower() in self._items:
-                raise self.error(key, f"given twice (as '{self._items[key.lower()][0]}' too)")
             self._items[key.lower()] = (key, value)
 
     def error(self, key, reason):
@@ -318,24 +364,47 @@ class _Section:
         return values
 
 
+_SECTION_RE = re.compile(r"\[([^\]]*)\]")
+_KEY_RE = re.compile(r"([^\s#;=:\[][^=:]*?)\s*[=:]")
+
+
 def _read_ini(path):
-    """Reads an INI file into an ordered list of _Section; syntax errors become ConfigError."""
-    parser = configparser.ConfigParser(interpolation=None, strict=True, comment_prefixes=("#", ";"),
+    """Reads an INI file into an ordered list of _Section; syntax errors become ConfigError.
+
+    As Python 2's ConfigParser (which cuda-convnet used) did, a section given twice is one
+    section with the keys of both (a key given in both takes the later value), and a key
+    given twice takes its later value; each is said in a warning."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False, comment_prefixes=("#", ";"),
                                        inline_comment_prefixes=("#",), default_section="\0no default\0")
     parser.optionxform = str  # keep the user's spelling for messages
     try:
         with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle, source=str(path))
+            text = handle.read()
+        parser.read_string(text, source=str(path))
     except OSError as err:
         raise ConfigError(path, None, None, f"cannot read: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
         raise ConfigError(path, None, None, f"not a UTF-8 text file ({err.reason} at byte {err.start})") from None
-    except configparser.DuplicateOptionError as err:
-        raise ConfigError(path, err.section, err.option, f"given twice (line {err.lineno})") from None
-    except configparser.DuplicateSectionError as err:
-        raise ConfigError(path, err.section, None, f"section given twice (line {err.lineno})") from None
     except configparser.Error as err:
         raise ConfigError(path, None, None, str(err).replace("\n", " ")) from None
+    seen, keys, current = {}, {}, None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        match = _SECTION_RE.match(line)
+        if match:
+            current = match.group(1)
+            if current in seen:
+                warn(f"{path}: [{current}] given twice (lines {seen[current]} and {lineno}); merged, the later "
+                     "value of a key winning, as cuda-convnet did")
+            seen.setdefault(current, lineno)
+            keys[current] = {}  # a key repeated in a repeated section is part of the merge above
+            continue
+        key = _KEY_RE.match(line)
+        if current is not None and key:
+            where = keys.setdefault(current, {})
+            if key.group(1).lower() in where:
+                warn(f"{path}: [{current}] {key.group(1)}: given twice (lines {where[key.group(1).lower()]} and "
+                     f"{lineno}); the later value is used, as cuda-convnet did")
+            where.setdefault(key.group(1).lower(), lineno)
     return [_Section(path, name, parser.items(name)) for name in parser.sections()]
 
 
@@ -441,7 +510,12 @@ def register_layer_parser(cls):
     return cls
 
 
-_WEIGHT_LEARNING_KEYS = frozenset({"epsW", "epsB", "momW", "momB", "wc"})
+# wball: max-norm of each filter (weight column), in units of its weight count (the 2012
+# release); schedW/schedB: the 2012 release's schedules of epsW/epsB; superEps/superMom: its
+# experimental update (only 0, its default, is accepted); updatePeriod: cuda-convnet2's
+# minibatches per update (0 and 1: every minibatch, the only period accepted).
+_WEIGHT_LEARNING_KEYS = frozenset({"epsW", "epsB", "momW", "momB", "wc", "wball", "schedW", "schedB",
+                                   "superEps", "superMom", "updatePeriod"})
 
 
 class _ParamSource:
@@ -559,17 +633,51 @@ class _WeightLayerParser(LayerParser):
 
         layer["epsW"] = source.learning("epsW", schedules)
         layer["epsB"] = source.learning("epsB", schedule)
+        for rate_key, sched_key in (("epsW", "schedW"), ("epsB", "schedB")):
+            text = source.learning(sched_key, _Section.get_str, default=None)
+            if text is None:
+                continue
+            rates = layer[rate_key] if rate_key == "epsW" else [layer[rate_key]]
+            if any(rate["type"] != "const" for rate in rates):
+                raise source.params_sec.error(sched_key, f"{rate_key} is already a schedule; give one or the other")
+            scheduled = [source.params_sec.convert(sched_key, text, lambda t, b=rate["base"]: parse_rate_schedule(t, b))
+                         for rate in rates]
+            layer[rate_key] = scheduled if rate_key == "epsW" else scheduled[0]
         layer["momW"] = source.learning("momW", _Section.get_float_list, count, minimum=0.0, maximum=1.0)
         layer["momB"] = source.learning("momB", _Section.get_float, minimum=0.0, maximum=1.0)
         layer["wc"] = source.learning("wc", _Section.get_float_list, count, default=[0.0] * count, minimum=0.0)
+        wball = source.learning("wball", _Section.get_float_list, count, default=[0.0] * count, minimum=0.0)
+        if any(wball):
+            layer["wball"] = wball
+        for key in ("superEps", "superMom"):
+            source.learning(key, _Section.get_float, default=0.0, minimum=0.0, maximum=0.0)
+        source.learning("updatePeriod", _Section.get_int, default=0, minimum=0, maximum=1)
+        self.apply_constraints(source, layer, count)
+
+    def apply_constraints(self, source, layer, count):
+        """Type-specific weight constraints of the layer-params file (default: none)."""
 
 
 @register_layer_parser
 class ConvLayerParser(_WeightLayerParser):
+    """conv and local. partialSum (cuda-convnet) and sumWidth (cuda-convnet2) only chose how
+    the originals' kernels split the weight-gradient sum over modules: accepted and unused,
+    as the result does not depend on them. randSparse=0 is accepted (dense connectivity)."""
+
     type_name = "conv"
     keys = frozenset({"channels", "filters", "filterSize", "padding", "stride", "groups", "sharedBiases",
-                      "partialSum", "initW", "initB", "initWFunc", "initBFunc", "weightSource"})
+                      "partialSum", "sumWidth", "initW", "initB", "initWFunc", "initBFunc", "weightSource",
+                      "randSparse", "filterChannels", "initCFunc"})
+    learning_keys = _WEIGHT_LEARNING_KEYS | {"wcNormMin", "wcNormMax"}
     local = False
+
+    def apply_constraints(self, source, layer, count):
+        # cuda-convnet2: after each update, each filter's standard deviation (around its mean)
+        # is clamped into [wcNormMin, wcNormMax] when wcNormMax > 0.
+        norm_max = source.learning("wcNormMax", _Section.get_float_list, count, default=[0.0] * count, minimum=0.0)
+        norm_min = source.learning("wcNormMin", _Section.get_float_list, count, default=[0.0] * count, minimum=0.0)
+        if any(norm_max):
+            layer["wcNormMax"], layer["wcNormMin"] = norm_max, norm_min
 
     def resolve(self, sec, layer, inputs, data_dims):
         channels, size_y, size_x = _input_image(sec, inputs[0])
@@ -578,6 +686,15 @@ class ConvLayerParser(_WeightLayerParser):
         padding = sec.get_int("padding", 0, minimum=0)
         stride = sec.get_int("stride", 1, minimum=1)
         groups = sec.get_int("groups", 1, minimum=1)
+        if sec.get_bool("randSparse", False):
+            raise sec.error("randSparse", "random sparse filter-channel connectivity is not supported; "
+                                          "use randSparse=0 (each group sees its own consecutive channels)")
+        if sec.has("initCFunc"):
+            raise sec.error("initCFunc", "only applies with randSparse=1, which is not supported")
+        given = sec.get_int("filterChannels", None, minimum=1)
+        if given is not None and given * groups != channels:
+            raise sec.error("filterChannels", f"{given} is not channels/groups = {channels}/{groups}; other values "
+                                              "need randSparse=1, which is not supported")
         if channels % groups:
             raise sec.error("groups", f"{groups} does not divide the input's {channels} channels")
         if filters % groups:
@@ -606,8 +723,12 @@ class ConvLayerParser(_WeightLayerParser):
 @register_layer_parser
 class LocalLayerParser(ConvLayerParser):
     type_name = "local"
-    keys = ConvLayerParser.keys - {"sharedBiases"}
+    keys = ConvLayerParser.keys - {"sharedBiases", "sumWidth"}
+    learning_keys = _WEIGHT_LEARNING_KEYS
     local = True
+
+    def apply_constraints(self, source, layer, count):
+        pass
 
 
 @register_layer_parser
@@ -627,11 +748,16 @@ class FcLayerParser(_WeightLayerParser):
 @register_layer_parser
 class PoolLayerParser(LayerParser):
     type_name = "pool"
-    keys = frozenset({"pool", "channels", "sizeX", "start", "stride", "outputsX", "outputsY"})
+    keys = frozenset({"pool", "channels", "sizeX", "start", "stride", "outputsX", "outputsY", "sum"})
 
     def resolve(self, sec, layer, inputs, data_dims):
         channels, size_y, size_x = _input_image(sec, inputs[0])
         pool = sec.get_choice("pool", ("max", "avg", "maxabs"))
+        if sec.has("sum"):  # cuda-convnet2: avg pooling that sums instead of averaging
+            if pool != "avg":
+                raise sec.error("sum", f"applies to pool=avg only, not pool={pool}")
+            if sec.get_bool("sum"):
+                raise sec.error("sum", "sum=1 (sum pooling) is not supported; use pool=avg (sum=0)")
         size = sec.get_int("sizeX", minimum=1, maximum=min(size_y, size_x))
         stride = sec.get_int("stride", minimum=1)
         start = sec.get_int("start", 0, minimum=1 - size, maximum=min(size_y, size_x) - size)
@@ -796,8 +922,11 @@ class ConcatLayerParser(LayerParser):
 
 @register_layer_parser
 class DropoutLayerParser(LayerParser):
+    """dropout: inverted (kept units scaled by 1/keep in training, identity at test time);
+    enable=0 (cuda-convnet2) makes the layer the identity in training too."""
+
     type_name = "dropout"
-    tunable_keys = frozenset({"keep"})
+    tunable_keys = frozenset({"keep", "enable"})
 
     def resolve(self, sec, layer, inputs, data_dims):
         _copy_output(layer, inputs[0])
@@ -806,6 +935,17 @@ class DropoutLayerParser(LayerParser):
         keep = source.tunable("keep", _positive_float, maximum=1.0, default=0.5)
         if keep is not None:
             layer["keep"] = keep
+        enable = source.tunable("enable", _Section.get_bool, default=True)
+        if enable is not None:
+            layer["enable"] = enable
+
+
+@register_layer_parser
+class Dropout2LayerParser(DropoutLayerParser):
+    """dropout2 (cuda-convnet2): kept units pass unscaled in training, and at test time
+    every unit is multiplied by keep."""
+
+    type_name = "dropout2"
 
 
 class _CostLayerParser(LayerParser):
@@ -1019,7 +1159,8 @@ def _apply_params_file(params_path, layers, parsers, def_sections, resuming):
     layers_by_name = {layer["name"]: layer for layer in layers}
     for name, sec in sections.items():
         if name not in layers_by_name:
-            raise sec.error(None, "no layer of this name in the layer definition")
+            warn(f"{params_path}: [{name}] has no layer of this name in the layer definition; ignored")
+            continue
         parser = parsers[name]
         definition_only = parser.definition_keys() - set(parser.tunable_keys) - {"type"}
         _check_keys(sec, set(parser.tunable_keys) | set(parser.learning_keys), definition_only,

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import _core, checkpoint, config, data, weights
+from . import _core, checkpoint, config, constraints, data, weights
 from .weights import WEIGHT_TYPES
 
 
@@ -93,6 +93,7 @@ class Trainer:
         else:
             self.layers = config.load_layers(op["layer_def"], op["layer_params"], data_dims)
         self.by_name = {layer["name"]: layer for layer in self.layers}
+        self.constrained = constraints.constrained_layers(self.layers)
         self.devices = choose_devices(op["gpu"], self.layers)
         self.net = _core.Net(self.layers, self.devices, op["seed"])
         self.train_outputs = list(self.state.get("train_outputs", []))
@@ -166,13 +167,14 @@ class Trainer:
     def _set_learning_params(self):
         total = max(1, self.op["epochs"] * len(self.train_dp.batch_range))
         progress = min(1.0, self.batches_done / total)
+        noise = np.random.default_rng([self.op["seed"], self.batches_done, 0x5EED])  # noisy schedules
         for layer in self.layers:
             if layer["type"] not in WEIGHT_TYPES:
                 continue
             self.net.set_learning_params(
                 layer["name"],
-                [config.schedule_value(s, progress) for s in layer["epsW"]],
-                config.schedule_value(layer["epsB"], progress),
+                [config.schedule_value(s, progress, noise) for s in layer["epsW"]],
+                config.schedule_value(layer["epsB"], progress, noise),
                 list(layer["momW"]), layer["momB"], list(layer["wc"]))
 
     # -- training ------------------------------------------------------------------------
@@ -233,6 +235,7 @@ class Trainer:
         totals = CostTotals()
         for s, e in _slices(images.shape[1], self.op["mini"]):
             costs = self.net.train_step([_columns(images, s, e), _columns(labels, s, e)])
+            constraints.apply(self.net, self.constrained)
             # the costs show a NaN from the forward pass; the net is scanned (weights and
             # activations) to name the layer, and after the batch's last update
             self._check_finite(costs, f"epoch {epoch}, batch {batchnum}", scan_net=e == images.shape[1])

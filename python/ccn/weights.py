@@ -26,23 +26,37 @@ def weight_shapes(layer, layers_by_name):
 
 
 def _call_init_func(spec, layer, idx, shape):
-    """cuda-convnet's initWFunc: 'module.function(arg, ...)' called as function(name, idx, shape, params)."""
+    """cuda-convnet's initWFunc / initBFunc: 'module.function(arg, ...)', the module found on
+    the Python path, called as function(name, idx, (rows, cols), params=[args as strings])
+    for weight matrix idx, and as function(name, (rows, cols), params=[...]) for the biases
+    (idx None; shape (1, n) as the originals passed it). Any failure is one ValueError line."""
     text = spec.strip()
     params = []
     if "(" in text:
         text, args = text.split("(", 1)
         params = [a.strip() for a in args.rstrip(")").split(",") if a.strip()]
-    module_name, _, func_name = text.rpartition(".")
+    module_name, _, func_name = text.strip().rpartition(".")
+    what = f"layer '{layer['name']}': init function '{spec}'"
     if not module_name:
-        raise ValueError(f"layer '{layer['name']}': init function '{spec}' must be module.function")
+        raise ValueError(f"{what} must be module.function")
     try:
         func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"layer '{layer['name']}': cannot load init function '{spec}': {e}") from None
-    value = np.asarray(func(layer["name"], idx, shape, params), dtype=np.float32)
-    if value.shape != tuple(shape):
-        raise ValueError(f"layer '{layer['name']}': init function '{spec}' returned shape {value.shape}, expected {tuple(shape)}")
-    return value
+    except ImportError as e:
+        raise ValueError(f"{what}: cannot import module '{module_name}' ({e}); put it on PYTHONPATH") from None
+    except AttributeError:
+        raise ValueError(f"{what}: module '{module_name}' has no function '{func_name}'") from None
+    called_shape = tuple(shape) if idx is not None else (1, int(np.prod(shape)))
+    try:
+        value = func(layer["name"], idx, called_shape, params=params) if idx is not None \
+            else func(layer["name"], called_shape, params=params)
+        value = np.asarray(value, dtype=np.float32)
+    except Exception as e:  # noqa: BLE001 - the user's code: any failure becomes one line
+        raise ValueError(f"{what} failed: {type(e).__name__}: {e}".replace("\n", " ")) from None
+    if value.size != int(np.prod(shape)) or (idx is not None and value.shape != tuple(shape)):
+        raise ValueError(f"{what} returned shape {value.shape}, expected {called_shape}")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{what} returned NaN or Inf")
+    return value.reshape(shape)
 
 
 def init_params(layer, layers_by_name, rng):
@@ -60,7 +74,7 @@ def init_params(layer, layers_by_name, rng):
         else:
             weights.append((init_w[i] * rng.standard_normal(shape)).astype(np.float32))
     if layer.get("initBFunc"):
-        biases = _call_init_func(layer["initBFunc"], layer, 0, bshape)
+        biases = _call_init_func(layer["initBFunc"], layer, None, bshape)
     else:
         biases = np.full(bshape, layer.get("initB", 0.0), np.float32)
     return {
