@@ -291,3 +291,13 @@ def test_trainer_applies_wball_after_each_update(tmp_path, capsys):
     state, _, _ = checkpoint.load(str(runs / os.listdir(runs)[0]))
     w = state["params"]["fc10"]["weights"][0]
     assert np.linalg.norm(w, axis=0).max() <= 0.001 * w.shape[0] * (1 + 1e-5)
+
+
+def test_replica_lists_parse_and_are_refused_when_run(tmp_path, capsys):
+    net = SMALL_NET.replace("stride=2\ninitW", "stride=2\ngpu=0,1\ninitW")
+    layers = _load(tmp_path, net, SMALL_PARAMS)
+    assert layers["conv1"]["gpu"] == 0 and layers["conv1"]["replicas"] == [0, 1]
+    code, out = _run_with(tmp_path, capsys, net, SMALL_PARAMS)
+    assert code == 2 and "data-parallel replicas are not supported yet" in out.err
+    with pytest.raises(ConfigError, match="lists a device twice"):
+        _load(tmp_path, net.replace("gpu=0,1", "gpu=1,1"), SMALL_PARAMS)

@@ -530,7 +530,6 @@ MALFORMED = [
     ("bad input name", lambda d: upd(d, "pool1", inputs="conv9"), None, D, "pool1", "inputs", "no layer named"),
     ("malformed input list", lambda d: upd(d, "fc10", inputs="rnorm1,,pool1"), None, D, "fc10", "inputs",
      "not a layer name"),
-    ("input listed twice", lambda d: upd(d, "fc10", inputs="rnorm1,rnorm1"), None, D, "fc10", "inputs", "twice"),
     ("input is a cost", lambda d: upd(d, "extra", type="fc", inputs="logprob", outputs="2"), None, D, "extra",
      "inputs", "cost layer"),
     ("cycle", lambda d: (upd(d, "pool1", inputs="rnorm1"), upd(d, "rnorm1", inputs="pool1"),

@@ -293,6 +293,11 @@ def _concat(f1):
     return [a, b, concat("cat", [a, f1, b])]
 
 
+def _pass(f1):
+    a = neuron("a", f1, "tanh[1.0,1.0]")
+    return [a, dict(concat("pass", [a, f1, a]), type="pass")]  # a listed twice: its gradients add
+
+
 FLAT_MIDDLES = {
     "fc": lambda f1: [neuron("tanh", f1, "tanh[1.7159,0.6666]")],
     "neuron_relu": lambda f1: [neuron("relu", f1, "relu")],
@@ -302,7 +307,33 @@ FLAT_MIDDLES = {
     "eltmax": _eltmax,
     "concat": _concat,
     "dropout": lambda f1: [simple("drop", "dropout", f1, keep=0.6)],
+    "dropout2": lambda f1: [simple("drop", "dropout2", f1, keep=0.6)],
+    "dropout2_disabled": lambda f1: [simple("drop", "dropout2", f1, keep=0.6, enable=False)],
+    "pass": lambda f1: _pass(f1),
 }
+
+
+def test_dropout2_against_dropout_and_numpy(rng):
+    """dropout2 = dropout's draws without the 1/keep scaling in training; keep * x at test
+    time; enable=False: keep * x in training too. dropout with enable=False is the identity."""
+    keep, x = 0.6, rng.uniform(-1, 1, (6, N)).astype(np.float32)
+
+    def acts(kind, train, **kw):
+        d = data("data", 0, rows=6)
+        drop = simple("drop", kind, d, keep=keep, **kw)
+        net = _core.Net([d, drop, cost("c", "cost.sum2", [drop])], ["cpu"], 5)
+        net.rng_counter = 99
+        net.fprop([x], train)
+        return net.get_acts("drop").astype(np.float64)
+
+    inverted = acts("dropout", True)
+    kept = inverted != 0
+    assert 0.3 < kept.mean() < 0.9
+    np.testing.assert_allclose(inverted[kept], x[kept] / keep, rtol=1e-6)
+    np.testing.assert_allclose(acts("dropout2", True), np.where(kept, x, 0.0), rtol=1e-6)
+    np.testing.assert_allclose(acts("dropout2", False), keep * x, rtol=1e-6)
+    np.testing.assert_allclose(acts("dropout2", True, enable=False), keep * x, rtol=1e-6)
+    np.testing.assert_allclose(acts("dropout", True, enable=False), x, rtol=1e-6)
 
 
 @pytest.mark.parametrize("case", sorted(CONV_MIDDLES))

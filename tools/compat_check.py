@@ -28,11 +28,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CANDIDATE_SIZES = (32, 24, 224, 227)
 CASES_PER_BATCH = 16
 ERROR_RE = re.compile(r"test:.*?error ([0-9.]+)")
-# Definitions that cuda-convnet's own parser refused, by file name, with the reason: a
-# failure on them is expected and counted apart.
-REJECTED_BY_ORIGINALS = {
-    "layers-example.cfg": "its rnorm layer gives sizeX=, but cuda-convnet's rnorm parser requires size=",
-}
 
 
 def find_pairs(corpus):
@@ -53,6 +48,20 @@ def find_pairs(corpus):
             for params in paired[suffix] or [None]:
                 pairs.append((os.path.join(folder, name), params and os.path.join(folder, params)))
     return pairs
+
+
+def rejected_by_originals(layer_def):
+    """Why cuda-convnet's own parsers refused this definition (None when they did not)."""
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(layer_def)
+    except configparser.Error:
+        return None
+    for section in parser.sections():
+        kind = parser.get(section, "type", fallback="")
+        if kind in ("rnorm", "cnorm", "cmrnorm") and not parser.has_option(section, "size"):
+            return f"[{section}] ({kind}) has no size= (every version's norm parser requires it)"
+    return None
 
 
 def uses_replicas(layer_def):
@@ -164,9 +173,9 @@ def main(argv=None):
             parsed, trained, err, first = run_pair(layer_def, layer_params, cifar_dir,
                                                    os.path.join(tmp, "runs"), args.mini, args.timeout)
             status = "yes" if trained else "no"
-            if not trained and os.path.basename(layer_def) in REJECTED_BY_ORIGINALS:
-                status, first = "n/a", "rejected by cuda-convnet's parser too: " + \
-                    REJECTED_BY_ORIGINALS[os.path.basename(layer_def)] + f" ({first})"
+            reason = rejected_by_originals(layer_def)
+            if not trained and reason:
+                status, first = "n/a", f"rejected by the originals' parsers too: {reason}"
             elif not trained and uses_replicas(layer_def):
                 status, first = "n/a", f"needs data-parallel replicas (gpu=a,b,...): {first}"
             rows.append((name, parsed, status, err, first))

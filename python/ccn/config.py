@@ -921,6 +921,22 @@ class ConcatLayerParser(LayerParser):
 
 
 @register_layer_parser
+class PassLayerParser(ConcatLayerParser):
+    """pass (cuda-convnet2's pass-through): its inputs' rows stacked, as concat; inputs that
+    are images of one size give an image with their channels stacked."""
+
+    type_name = "pass"
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        sizes = {(inp.get("outSizeY"), inp.get("outSizeX")) for inp in inputs}
+        if all(_is_spatial(inp) for inp in inputs) and len(sizes) == 1:
+            size_y, size_x = sizes.pop()
+            _set_output(layer, sum(inp["outChannels"] for inp in inputs), size_y, size_x)
+        else:
+            super().resolve(sec, layer, inputs, data_dims)
+
+
+@register_layer_parser
 class DropoutLayerParser(LayerParser):
     """dropout: inverted (kept units scaled by 1/keep in training, identity at test time);
     enable=0 (cuda-convnet2) makes the layer the identity in training too."""
@@ -1064,15 +1080,23 @@ def _definition_entry(sec):
         for name in inputs:
             if not _NAME_RE.fullmatch(name):
                 raise sec.error("inputs", f"'{name}' is not a layer name")
-            if inputs.count(name) > 1:
-                raise sec.error("inputs", f"'{name}' is listed twice")
         if len(inputs) < parser.min_inputs or (parser.max_inputs is not None and len(inputs) > parser.max_inputs):
             wanted = (f"exactly {parser.min_inputs}" if parser.min_inputs == parser.max_inputs
                       else f"at least {parser.min_inputs}")
             note = "; to feed several layers into a conv, concat them first" if type_name in ("conv", "local") else ""
             raise sec.error("inputs", f"a {type_name} layer takes {wanted} input(s), got {len(inputs)}{note}")
     layer = {"name": sec.name, "type": type_name, "inputs": inputs}
-    gpu = sec.get_int("gpu", None, minimum=0)
+    gpu, replicas = None, None
+    if sec.has("gpu"):
+        # cuda-convnet2: gpu=0,1 makes data-parallel replicas of the layer on those devices
+        replicas = sec.get_list("gpu", len(_split_top_level(sec.get_str("gpu"))), _parse_int)
+        for device in replicas:
+            sec._check_range("gpu", device, 0, None)
+        if len(set(replicas)) != len(replicas):
+            raise sec.error("gpu", f"'{sec.get_str('gpu')}' lists a device twice")
+        gpu = replicas[0]
+        if len(replicas) > 1:
+            layer["replicas"] = replicas
     neuron = None
     if parser.takes_neuron and sec.has("neuron"):
         neuron = sec.convert("neuron", sec.get_str("neuron"), _canonical_neuron)

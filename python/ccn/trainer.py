@@ -29,6 +29,10 @@ def choose_devices(requested, layers):
         if d != "cpu" and not (_core.has_cuda_backend and int(d) < _core.cuda_device_count()):
             raise ValueError(f"--gpu: CUDA device {d} is not available "
                              f"({_core.cuda_device_count()} visible); use --gpu=cpu")
+    replicated = next((layer for layer in layers if layer.get("replicas")), None)
+    if replicated is not None:
+        raise ValueError(f"layer '{replicated['name']}' has gpu={','.join(map(str, replicated['replicas']))}: "
+                         "data-parallel replicas are not supported yet; give each layer a single gpu")
     needed = 1 + max(layer.get("gpu", 0) for layer in layers)
     if needed > len(requested):
         worst = max(layers, key=lambda layer: layer.get("gpu", 0))
