@@ -301,3 +301,21 @@ def test_replica_lists_parse_and_are_refused_when_run(tmp_path, capsys):
     assert code == 2 and "data-parallel replicas are not supported yet" in out.err
     with pytest.raises(ConfigError, match="lists a device twice"):
         _load(tmp_path, net.replace("gpu=0,1", "gpu=1,1"), SMALL_PARAMS)
+
+
+def test_filters_count_one_group_as_in_the_originals(tmp_path):
+    net = SMALL_NET.replace("channels=3\nfilters=8", "channels=3\nfilters=4\ngroups=3").replace(
+        "channels=8", "channels=12")
+    layers = _load(tmp_path, net, SMALL_PARAMS)
+    conv = layers["conv1"]
+    assert conv["filters"] == 12 and conv["outChannels"] == 12 and conv["filterChannels"] == 1
+    assert config.weight_shapes(conv, layers) == [(1 * 5 * 5, 12)]
+
+
+def test_hs_is_dropout2_with_required_keep(tmp_path):
+    net = SMALL_NET.replace("[fc10]\ntype=fc\ninputs=pool1", "[hs]\ntype=hs\ninputs=pool1\nkeep=0.6\n\n"
+                            "[fc10]\ntype=fc\ninputs=hs")
+    layers = _load(tmp_path, net, SMALL_PARAMS + "\n[hs]\nenable=1\n")
+    assert (layers["hs"]["keep"], layers["hs"]["enable"]) == (0.6, True)
+    with pytest.raises(ConfigError, match="keep"):
+        _load(tmp_path, net.replace("keep=0.6\n", ""), SMALL_PARAMS)

@@ -541,8 +541,6 @@ MALFORMED = [
      "filterSize", "larger than the padded image"),
     ("groups not dividing channels", lambda d: upd(d, "conv1", groups="2"), None, D, "conv1", "groups",
      "does not divide"),
-    ("groups not dividing filters", lambda d: upd(d, "conv1", groups="3", filters="16"), None, D, "conv1",
-     "groups", "does not divide"),
     ("conv with two inputs", lambda d: upd(d, "conv1", inputs="data,data2") or upd(d, "data2", type="data",
                                                                                     dataIdx="0"),
      None, D, "conv1", "inputs", "concat"),

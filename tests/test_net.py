@@ -310,6 +310,7 @@ FLAT_MIDDLES = {
     "dropout2": lambda f1: [simple("drop", "dropout2", f1, keep=0.6)],
     "dropout2_disabled": lambda f1: [simple("drop", "dropout2", f1, keep=0.6, enable=False)],
     "pass": lambda f1: _pass(f1),
+    "hs": lambda f1: [simple("hs", "hs", f1, keep=0.7, enable=True)],
 }
 
 

@@ -4,6 +4,7 @@
 // dropout2 (cuda-convnet2's): the same draws, but kept units pass unscaled in training
 // (acts = x * keep * mask, i.e. x or 0) and at test time acts = keep * x.
 // enable = false (cuda-convnet2) uses the test-time rule in training too.
+// hs (the 2012 release) is dropout2.
 #include "net/layer.h"
 #include "ops/dense.h"
 
@@ -77,6 +78,8 @@ class DropoutLayer : public Layer {
 
 [[maybe_unused]] const bool registered = registerLayerType("dropout", makeLayer<DropoutLayer<false>>);
 [[maybe_unused]] const bool registered2 = registerLayerType("dropout2", makeLayer<DropoutLayer<true>>);
+// hs (the 2012 release's "hidden sex" layer) is dropout2 under its first name.
+[[maybe_unused]] const bool registeredHs = registerLayerType("hs", makeLayer<DropoutLayer<true>>);
 
 }  // namespace
 }  // namespace ccn::net

@@ -24,7 +24,8 @@ Derived sizes (cuda-convnet's formulas; rows and columns separately):
   pool:        outputs = ceil((imgSize - start - sizeX) / stride) + 1   (when outputsX=0)
   cmpool:      outputChannels = ceil((channels - start - size) / stride) + 1   (when 0)
   rnorm/cnorm: scale = file scale / size^2;   cmrnorm: scale = file scale / size
-A conv layer's ``filters`` is the total number of filters (all groups together).
+A conv or local layer's ``filters=`` counts the filters of one group, as in cuda-convnet: the
+layer has filters*groups output maps, and the resolved dict's ``filters`` is that total.
 
 Learning-rate schedules (epsW, epsB), progress p in [0, 1] (clamped):
   n or const[base]              base
@@ -697,8 +698,7 @@ class ConvLayerParser(_WeightLayerParser):
                                               "need randSparse=1, which is not supported")
         if channels % groups:
             raise sec.error("groups", f"{groups} does not divide the input's {channels} channels")
-        if filters % groups:
-            raise sec.error("groups", f"{groups} does not divide filters={filters}")
+        filters *= groups  # as in cuda-convnet, filters= counts the filters of one group
         if filter_size > min(size_y, size_x) + 2 * padding:
             raise sec.error("filterSize", f"{filter_size} is larger than the padded image "
                                           f"({size_y}x{size_x} with padding {padding})")
@@ -962,6 +962,18 @@ class Dropout2LayerParser(DropoutLayerParser):
     every unit is multiplied by keep."""
 
     type_name = "dropout2"
+
+
+@register_layer_parser
+class HiddenSexLayerParser(Dropout2LayerParser):
+    """hs (the 2012 release): dropout2 by its first name; keep is required there."""
+
+    type_name = "hs"
+
+    def apply_params(self, source, layer, layers_by_name):
+        if "keep" not in layer:
+            layer["keep"] = source.tunable("keep", _positive_float, maximum=1.0)
+        super().apply_params(source, layer, layers_by_name)
 
 
 class _CostLayerParser(LayerParser):
