@@ -319,3 +319,45 @@ def test_hs_is_dropout2_with_required_keep(tmp_path):
     assert (layers["hs"]["keep"], layers["hs"]["enable"]) == (0.6, True)
     with pytest.raises(ConfigError, match="keep"):
         _load(tmp_path, net.replace("keep=0.6\n", ""), SMALL_PARAMS)
+
+
+# ---------------------------------------------------------------- the originals' command lines
+
+from ccn import options  # noqa: E402
+from ccn.cli import shownet_main  # noqa: E402
+from ccn.show import SHOWNET_REFUSED  # noqa: E402
+
+
+@pytest.mark.parametrize("option", sorted(options.CONVNET_REFUSED))
+def test_convnet_refuses_originals_options_in_one_line(capsys, option):
+    assert convnet_main([f"{option}=x", "--layer-def=a", "--layer-params=b"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{option} is not supported: " in err[0]
+
+
+@pytest.mark.parametrize("option", sorted(SHOWNET_REFUSED))
+def test_shownet_refuses_originals_options_in_one_line(capsys, option):
+    assert shownet_main(["-f", "nowhere", f"{option}=x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{option} is not supported: " in err[0]
+
+
+def test_originals_options_with_their_meaning(tmp_path, capsys):
+    from ccn import checkpoint
+    layers, params = write_net(tmp_path)
+    folder, def_name, params_name = os.path.dirname(layers), os.path.basename(layers), os.path.basename(params)
+    save = tmp_path / "mine"
+    code = convnet_main([f"--layer-path={folder}", f"--layer-def={def_name}", f"--layer-params={params_name}",
+                         "--data-provider=dummy", "--dp-param=batch_size=8", "--dp-param=num_batches=1",
+                         "--gpu=cpu", "--epochs=1", f"--save-file={save}", "--conserve-mem=1", "--force-save=1"])
+    assert code == 0, capsys.readouterr().err
+    assert checkpoint.list_checkpoints(str(save))  # the run went to --save-file
+    code = convnet_main([f"--load-file={save}", "--test-only=1"])
+    assert code == 0 and "test:" in capsys.readouterr().out
+
+
+def test_scalar_mean_replaces_the_mean_image(tmp_path):
+    python, own, images, mean = _write_both_layouts(tmp_path)
+    with get_provider("cifar", own, [6], test=True, scalar_mean=100.0) as p:
+        data = p.get_next_batch()[2][0]
+    np.testing.assert_allclose(data, images[6].T.astype(np.float64) - 100.0, atol=1e-4)

@@ -125,6 +125,8 @@ class Trainer:
         if "crop_border" in accepted and not op["inner_size"]:
             params["crop_border"] = op["crop_border"]
         take("inner-size", "inner_size", op["inner_size"] or None, None)
+        scalar_mean = op.get("scalar_mean")
+        take("scalar-mean", "scalar_mean", None if scalar_mean is None or scalar_mean < 0 else scalar_mean, None)
         take("color-noise", "color_noise", 0.0 if test else op["color_noise"], 0.0)
         if test:
             if multiview and "multiview" not in accepted:

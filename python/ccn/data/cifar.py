@@ -78,7 +78,8 @@ def _file_key(paths):
 class CIFARProvider(DataProvider):
     """CIFAR-10 whole images; params: seed, shuffle (training batches only), scale."""
 
-    def __init__(self, data_path, batch_range, test=False, seed=0, shuffle=True, scale=1.0):
+    def __init__(self, data_path, batch_range, test=False, seed=0, shuffle=True, scale=1.0, scalar_mean=None):
+        self.scalar_mean = None if scalar_mean is None else float(scalar_mean)
         if data_path is None:
             raise ValueError(f"the {self.name} provider needs a data path (--data-path=<folder with "
                              f"data_batch_1..5, test_batch and batches.meta>)")
@@ -88,6 +89,18 @@ class CIFARProvider(DataProvider):
 
     def valid_batches(self):
         return range(1, TEST_BATCH + 1)
+
+    def _subtracted_mean(self, meta, meta_path):
+        """The mean subtracted from every image: scalar_mean at every pixel when given (as
+        cuda-convnet's --scalar-mean), else batches.meta's data_mean, else the training mean."""
+        if self.scalar_mean is not None:
+            return np.full(PIXELS, self.scalar_mean, dtype=np.float32)
+        if "data_mean" in meta:
+            mean = np.asarray(meta["data_mean"], dtype=np.float32)
+            if mean.size != PIXELS:
+                raise CorruptDataError(f"{meta_path}: data_mean has {mean.size} values, expected {PIXELS}")
+            return mean.reshape(PIXELS)
+        return self._training_stats()[0]
 
     def default_batch_range(self, test):
         return [TEST_BATCH] if test else list(range(1, NUM_TRAIN_BATCHES + 1))
@@ -106,13 +119,7 @@ class CIFARProvider(DataProvider):
             if not os.path.isfile(path):
                 load_pickle(path)  # raises the MissingDataError naming the file
         self._columns_if_square = "data_mean" in meta
-        if "data_mean" in meta:
-            mean = np.asarray(meta["data_mean"], dtype=np.float32)
-            if mean.size != PIXELS:
-                raise CorruptDataError(f"{meta_path}: data_mean has {mean.size} values, expected {PIXELS}")
-            self._mean = mean.reshape(PIXELS)
-        else:
-            self._mean = self._training_stats()[0]
+        self._mean = self._subtracted_mean(meta, meta_path)
         self.data_dims = (CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
 
     def _batch_path(self, batchnum):
@@ -201,7 +208,7 @@ class CroppedCIFARProvider(CIFARProvider):
     """CIFAR-10 crops; params: seed, shuffle, scale, inner_size, crop_border, multiview, color_noise."""
 
     def __init__(self, data_path, batch_range, test=False, seed=0, shuffle=True, scale=1.0,
-                 inner_size=None, crop_border=None, multiview=False, color_noise=0.0):
+                 inner_size=None, crop_border=None, multiview=False, color_noise=0.0, scalar_mean=None):
         self.inner_size = self._resolve_inner_size(inner_size, crop_border)
         if multiview and not test:
             raise ValueError("multiview applies to test providers only (test=True)")
@@ -210,7 +217,7 @@ class CroppedCIFARProvider(CIFARProvider):
         self.color_noise = float(color_noise)
         if not self.color_noise >= 0:
             raise ValueError(f"color_noise must be >= 0, got {color_noise!r}")
-        super().__init__(data_path, batch_range, test, seed, shuffle, scale)
+        super().__init__(data_path, batch_range, test, seed, shuffle, scale, scalar_mean)
 
     @staticmethod
     def _resolve_inner_size(inner_size, crop_border):
