@@ -605,8 +605,12 @@ def test_errors_name_the_layer_and_key(rng):
     with pytest.raises(ValueError, match="layer 'conv1': key 'stride': must be an int, got str"):
         _core.Net(broken, ["cpu"], 0)
     broken = [dict(l) for l in layers]
-    broken[2]["inputs"] = ["data", "labels"]
-    with pytest.raises(ValueError, match="layer 'conv1' \\(conv\\): takes exactly 1 input, got 2"):
+    broken[3]["inputs"] = ["conv1", "labels"]
+    with pytest.raises(ValueError, match="layer 'pool' \\(pool\\): takes exactly 1 input, got 2"):
+        _core.Net(broken, ["cpu"], 0)
+    broken = [dict(l) for l in layers]
+    broken[2].update(inputs=["data", "labels"], epsW=broken[2]["epsW"] * 2, momW=[0.9] * 2, wc=[0.0] * 2)
+    with pytest.raises(ValueError, match="layer 'conv1' \\(conv\\): input 'labels' has 1 outputs but channels \\* imgSizeY"):
         _core.Net(broken, ["cpu"], 0)
     broken = [dict(l) for l in layers]
     broken[3]["type"] = "poool"
@@ -667,3 +671,61 @@ def test_data_errors_name_the_data_index(rng):
         net.get_acts("x")
     with pytest.raises(ValueError, match="epsW"):
         net.set_learning_params("fc", [0.1, 0.1], 0.1, [0.9], 0.9, [0.0])
+
+
+# ---- conv and local with several inputs (cuda-convnet's form) ------------------------------------
+
+def multi_conv(name, srcs, filters, sizes, paddings, strides, groups, type="conv"):
+    """A conv/local layer over several inputs: per-input lists, one filters count, one bias."""
+    geo = [geometry(s) for s in srcs]
+    my = 1 + math.ceil((2 * paddings[0] + geo[0][1] - sizes[0]) / strides[0])
+    mx = 1 + math.ceil((2 * paddings[0] + geo[0][2] - sizes[0]) / strides[0])
+    layer = dict(name=name, type=type, inputs=[s["name"] for s in srcs], channels=[g[0] for g in geo],
+                 imgSizeY=[g[1] for g in geo], imgSizeX=[g[2] for g in geo], filters=filters, filterSize=sizes,
+                 padding=paddings, stride=strides, groups=groups,
+                 filterChannels=[g[0] // k for g, k in zip(geo, groups)], modulesY=my, modulesX=mx, partialSum=0,
+                 initW=[0.3] * len(srcs), initB=0.05, **learning(len(srcs)))
+    if type == "conv":
+        layer["sharedBiases"] = True
+    return spatial(layer, filters, my, mx)
+
+
+def two_input_net(rng, type="conv"):
+    a, b, lab = data("a", 0, chw=(2, 6, 6)), data("b", 2, chw=(4, 8, 8)), data("labels", 1, rows=1)
+    # a: 3x3 pad 1 stride 1 -> 6x6; b: 3x3 pad 0 stride 1 -> 6x6, in 2 groups
+    c = multi_conv("conv", [a, b], filters=4, sizes=[3, 3], paddings=[1, 0], strides=[1, 1], groups=[1, 2], type=type)
+    t = neuron("t", c, "tanh[1.0,1.0]")
+    f = fc("fc", t, 3)
+    sm = simple("probs", "softmax", f)
+    layers = [a, lab, b, c, t, f, sm, logreg("logprob", lab, sm)]
+    return layers, [images(rng, (2, 6, 6)), labels(rng, 3), images(rng, (4, 8, 8))]
+
+
+@pytest.mark.parametrize("type", ["conv", "local"])
+def test_multi_input_conv_is_the_sum_of_single_input_convs(rng, type):
+    layers, batch = two_input_net(rng, type)
+    net = _core.Net(layers, ["cpu"], 3)
+    net.fprop(batch, False)
+    both = net.get_acts("conv").astype(np.float64).reshape(-1, N)
+    params = net.get_params("conv")
+    singles = []
+    for i, src in enumerate(["a", "b"]):
+        c = layers[3]
+        single = dict(c, inputs=[src], **{k: c[k][i] for k in ("channels", "imgSizeY", "imgSizeX", "filterSize",
+                                                                "padding", "stride", "groups", "filterChannels")},
+                      initW=0.3, **learning(1))
+        d = dict(next(l for l in layers if l["name"] == src), dataIdx=0)
+        lone = _core.Net([d, single, cost("c", "cost.sum2", [single])], ["cpu"], 3)
+        lone.set_params("conv", {"weights": [params["weights"][i]], "biases": np.zeros_like(params["biases"])})
+        lone.fprop([batch[0] if src == "a" else batch[2]], False)
+        singles.append(lone.get_acts("conv").astype(np.float64).reshape(-1, N))
+    bias = params["biases"].astype(np.float64).reshape(-1, 1)
+    per_row = np.repeat(bias, layers[3]["modulesY"] * layers[3]["modulesX"], axis=0) if type == "conv" else bias
+    np.testing.assert_allclose(both, singles[0] + singles[1] + per_row, rtol=1e-5, atol=1e-5)
+    assert np.abs(singles[0]).max() > 0.1 and np.abs(singles[1]).max() > 0.1
+
+
+@pytest.mark.parametrize("type", ["conv", "local"])
+def test_gradients_multi_input_conv(rng, type):
+    layers, batch = two_input_net(rng, type)
+    assert check_gradients(layers, batch) == 5  # conv: 2 weight matrices + bias; fc: weights + bias

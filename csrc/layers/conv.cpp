@@ -5,55 +5,83 @@
 
 namespace ccn::net {
 
-ConvLayer::ConvLayer(const LayerConfig& cfg, bool local) : WeightLayer(cfg, 1) {
-  ConvGeometry& g = geometry_;
-  g.channels = cfg.getInt("channels");
-  g.imgSizeY = cfg.getInt("imgSizeY");
-  g.imgSizeX = cfg.getInt("imgSizeX");
-  g.filterSize = cfg.getInt("filterSize");
-  g.numFilters = cfg.getInt("filters");
-  g.padding = cfg.getInt("padding", 0);
-  g.stride = cfg.getInt("stride", 1);
-  g.groups = cfg.getInt("groups", 1);
-  g.modulesY = cfg.getInt("modulesY");
-  g.modulesX = cfg.getInt("modulesX");
-  g.local = local;
+namespace {
+size_t inputCount(const LayerConfig& cfg) { return cfg.has("inputs") ? cfg.getStringList("inputs").size() : 1; }
+
+constexpr int kRequired = -1;
+
+// Key `key` for each of n inputs: a list with one entry per input, or one int for all
+// (fallback when absent, unless kRequired).
+std::vector<int> perInput(const LayerConfig& cfg, const char* key, size_t n, int fallback) {
+  return fallback == kRequired ? cfg.getIntList(key, n) : cfg.getIntList(key, n, fallback);
+}
+}  // namespace
+
+ConvLayer::ConvLayer(const LayerConfig& cfg, bool local) : WeightLayer(cfg, inputCount(cfg)) {
+  const size_t n = inputCount(cfg);
+  std::vector<int> channels = perInput(cfg, "channels", n, kRequired), sizeY = perInput(cfg, "imgSizeY", n, kRequired),
+                   sizeX = perInput(cfg, "imgSizeX", n, kRequired), filterSize = perInput(cfg, "filterSize", n, kRequired),
+                   padding = perInput(cfg, "padding", n, 0), stride = perInput(cfg, "stride", n, 1),
+                   groups = perInput(cfg, "groups", n, 1);
   sharedBiases_ = !local && cfg.getBool("sharedBiases", true);
-  for (const char* key : {"channels", "imgSizeY", "imgSizeX", "filterSize", "filters", "stride", "groups"})
-    if (cfg.getInt(key, 1) <= 0) cfg.fail(key, "must be positive, got " + std::to_string(cfg.getInt(key, 1)));
-  if (g.padding < 0) cfg.fail("padding", "must be >= 0, got " + std::to_string(g.padding));
-  if (g.channels % g.groups != 0 || g.numFilters % g.groups != 0)
-    cfg.fail("groups", std::to_string(g.groups) + " must divide channels (" + std::to_string(g.channels) +
-                           ") and filters (" + std::to_string(g.numFilters) + ")");
-  if (cfg.getInt("filterChannels", g.filterChannels()) != g.filterChannels())
-    cfg.fail("filterChannels", "must be channels / groups = " + std::to_string(g.filterChannels()));
-  int modulesY = ConvGeometry::outputSize(g.imgSizeY, g.filterSize, g.padding, g.stride);
-  int modulesX = ConvGeometry::outputSize(g.imgSizeX, g.filterSize, g.padding, g.stride);
-  if (g.modulesY != modulesY) cfg.fail("modulesY", "the geometry gives " + std::to_string(modulesY));
-  if (g.modulesX != modulesX) cfg.fail("modulesX", "the geometry gives " + std::to_string(modulesX));
-  if (outputs_ != g.hidRows())
-    cfg.fail("outputs", "must be filters * modulesY * modulesX = " + std::to_string(g.hidRows()));
+  for (size_t i = 0; i < n; ++i) {
+    ConvGeometry g;
+    g.channels = channels[i];
+    g.imgSizeY = sizeY[i];
+    g.imgSizeX = sizeX[i];
+    g.filterSize = filterSize[i];
+    g.numFilters = cfg.getInt("filters");
+    g.padding = padding[i];
+    g.stride = stride[i];
+    g.groups = groups[i];
+    g.modulesY = cfg.getInt("modulesY");
+    g.modulesX = cfg.getInt("modulesX");
+    g.local = local;
+    const std::string at = n > 1 ? " (input " + std::to_string(i) + ")" : "";
+    for (auto [key, value] : {std::pair<const char*, int>{"channels", g.channels}, {"imgSizeY", g.imgSizeY},
+                              {"imgSizeX", g.imgSizeX}, {"filterSize", g.filterSize}, {"filters", g.numFilters},
+                              {"stride", g.stride}, {"groups", g.groups}})
+      if (value <= 0) cfg.fail(key, "must be positive, got " + std::to_string(value) + at);
+    if (g.padding < 0) cfg.fail("padding", "must be >= 0, got " + std::to_string(g.padding) + at);
+    if (g.channels % g.groups != 0 || g.numFilters % g.groups != 0)
+      cfg.fail("groups", std::to_string(g.groups) + " must divide channels (" + std::to_string(g.channels) +
+                             ") and filters (" + std::to_string(g.numFilters) + ")" + at);
+    if (perInput(cfg, "filterChannels", n, g.filterChannels())[i] != g.filterChannels())
+      cfg.fail("filterChannels", "must be channels / groups = " + std::to_string(g.filterChannels()) + at);
+    int modulesY = ConvGeometry::outputSize(g.imgSizeY, g.filterSize, g.padding, g.stride);
+    int modulesX = ConvGeometry::outputSize(g.imgSizeX, g.filterSize, g.padding, g.stride);
+    if (g.modulesY != modulesY) cfg.fail("modulesY", "the geometry gives " + std::to_string(modulesY) + at);
+    if (g.modulesX != modulesX) cfg.fail("modulesX", "the geometry gives " + std::to_string(modulesX) + at);
+    if (outputs_ != g.hidRows())
+      cfg.fail("outputs", "must be filters * modulesY * modulesX = " + std::to_string(g.hidRows()));
+    geometries_.push_back(g);
+  }
 }
 
 Shape ConvLayer::biasShape() const {
-  return {sharedBiases_ ? int64_t(geometry_.numFilters) : geometry_.hidRows()};
+  return {sharedBiases_ ? int64_t(geometries_[0].numFilters) : geometries_[0].hidRows()};
 }
 
 void ConvLayer::checkInputs() const {
-  requireInputCount(1);
-  requireInputRows(0, geometry_.imageRows(), "channels * imgSizeY * imgSizeX");
+  requireInputCount(geometries_.size());
+  for (size_t i = 0; i < geometries_.size(); ++i)
+    requireInputRows(i, geometries_[i].imageRows(), "channels * imgSizeY * imgSizeX");
 }
 
 void ConvLayer::fprop(bool) {
-  ops::filterActs(inputs[0].acts(), weights[0].store->weights, acts(), geometry_, 0.f, 1.f);
+  for (size_t i = 0; i < geometries_.size(); ++i)
+    ops::filterActs(inputs[i].acts(), weights[i].store->weights, acts(), geometries_[i], i == 0 ? 0.f : 1.f, 1.f);
   ops::addBias(bias.store->weights, acts(), 1.f, 1.f);
 }
 
 void ConvLayer::bprop() {
-  const LayerInput& in = inputs[0];
-  if (in.sendsGrad) ops::imgActs(actsGrad(), weights[0].store->weights, in.grad(), geometry_, in.gradScale, 1.f);
-  if (weights[0].computesGrad())
-    ops::weightActs(in.acts(), actsGrad(), weights[0].store->grad, geometry_, weights[0].gradScale, 1.f);
+  for (size_t i = 0; i < geometries_.size(); ++i) {
+    const LayerInput& in = inputs[i];
+    if (in.sendsGrad)
+      ops::imgActs(actsGrad(), weights[i].store->weights, in.grad(), geometries_[i], in.gradScale, 1.f);
+    if (weights[i].computesGrad())
+      ops::weightActs(in.acts(), actsGrad(), weights[i].store->grad, geometries_[i], weights[i].gradScale, 1.f);
+  }
   if (bias.computesGrad()) ops::biasGrad(actsGrad(), bias.store->grad, bias.gradScale, 1.f);
 }
 

@@ -42,6 +42,9 @@ class LayerConfig {
   std::string getString(const std::string& key) const;
   std::string getString(const std::string& key, const std::string& fallback) const;
   std::vector<std::string> getStringList(const std::string& key) const;
+  // A list of `count` ints (one per input); a single int stands for `count` copies of itself.
+  std::vector<int> getIntList(const std::string& key, size_t count) const;
+  std::vector<int> getIntList(const std::string& key, size_t count, int fallback) const;
   // A list of `count` numbers; a single number stands for `count` copies of itself.
   std::vector<double> getFloatList(const std::string& key, size_t count) const;
   std::vector<double> getFloatList(const std::string& key, size_t count, double fallback) const;
@@ -60,6 +63,7 @@ class LayerConfig {
  private:
   const ConfigValue& get(const std::string& key) const;  // present, else "missing key"
   double asFloat(const std::string& key, const ConfigValue& v) const;
+  int asInt(const std::string& key, const ConfigValue& v) const;
   double scheduleStart(const std::string& key, const ConfigValue& v) const;
 
   std::map<std::string, ConfigValue> entries_;

@@ -108,6 +108,12 @@ def _parse_int(text):
     return int(text)
 
 
+def _parse_bool(text):
+    if text.strip().lower() not in _BOOLS:
+        raise ValueError(f"'{text}' is not a boolean (use 0 or 1)")
+    return _BOOLS[text.strip().lower()]
+
+
 def _parse_float(text):
     if not _FLOAT_RE.fullmatch(text.strip()):
         raise ValueError(f"'{text}' is not a number")
@@ -446,20 +452,25 @@ def _copy_output(layer, source):
         _set_output(layer, outputs=source["outputs"])
 
 
-def _input_image(sec, source):
+_FROM_SECTION = object()
+
+
+def _input_image(sec, source, given=_FROM_SECTION):
     """(channels, imgSizeY, imgSizeX) of an input: its image geometry, checked against
-    channels= when given; a flat input needs channels= and is read as square images."""
+    channels= when given; a flat input needs channels= and is read as square images.
+    given: this input's channels= entry (None: not given), else read from sec."""
+    if given is _FROM_SECTION:
+        given = sec.get_int("channels", None, minimum=1)
     if _is_spatial(source):
         channels = source["outChannels"]
-        given = sec.get_int("channels", None, minimum=1)
         if given is not None and given != channels:
             raise sec.error("channels", f"{given} does not match input '{source['name']}', "
                                         f"which has {channels} channels")
         return channels, source["outSizeY"], source["outSizeX"]
-    if not sec.has("channels"):
+    if given is None:
         raise sec.error("channels", f"missing: input '{source['name']}' is flat ({source['outputs']} outputs), "
                                     "so channels= must say how to read it as square images")
-    channels = sec.get_int("channels", minimum=1)
+    channels = given
     pixels, rest = divmod(source["outputs"], channels)
     side = math.isqrt(pixels)
     if rest or side * side != pixels or side == 0:
@@ -604,7 +615,7 @@ class _WeightLayerParser(LayerParser):
     learning_keys = _WEIGHT_LEARNING_KEYS
 
     def resolve_init(self, sec, layer, count):
-        if self.max_inputs == 1:
+        if self.type_name != "fc" and count == 1:
             layer["initW"] = sec.get_float("initW", 0.01, minimum=0.0)
         else:
             layer["initW"] = sec.get_float_list("initW", count, 0.01, minimum=0.0)
@@ -666,6 +677,7 @@ class ConvLayerParser(_WeightLayerParser):
     as the result does not depend on them. randSparse=0 is accepted (dense connectivity)."""
 
     type_name = "conv"
+    max_inputs = None
     keys = frozenset({"channels", "filters", "filterSize", "padding", "stride", "groups", "sharedBiases",
                       "partialSum", "sumWidth", "initW", "initB", "initWFunc", "initBFunc", "weightSource",
                       "randSparse", "filterChannels", "initCFunc"})
@@ -681,43 +693,77 @@ class ConvLayerParser(_WeightLayerParser):
             layer["wcNormMax"], layer["wcNormMin"] = norm_max, norm_min
 
     def resolve(self, sec, layer, inputs, data_dims):
-        channels, size_y, size_x = _input_image(sec, inputs[0])
-        filters = sec.get_int("filters", minimum=1)
-        filter_size = sec.get_int("filterSize", minimum=1)
-        padding = sec.get_int("padding", 0, minimum=0)
-        stride = sec.get_int("stride", 1, minimum=1)
-        groups = sec.get_int("groups", 1, minimum=1)
-        if sec.get_bool("randSparse", False):
+        n = len(inputs)
+
+        def ints(key, default=_REQUIRED, minimum=None):
+            values = sec.get_list(key, n, _parse_int, default)
+            for value in values:
+                if value is not None:
+                    sec._check_range(key, value, minimum, None)
+            return values
+
+        given_channels = ints("channels", None, minimum=1)
+        images = [_input_image(sec, source, given) for source, given in zip(inputs, given_channels)]
+        filters, filter_size = ints("filters", minimum=1), ints("filterSize", minimum=1)
+        padding, stride, groups = ints("padding", 0, minimum=0), ints("stride", 1, minimum=1), ints("groups", 1, minimum=1)
+        sparse = sec.get_list("randSparse", n, _parse_bool, False)
+        if any(sparse):
             raise sec.error("randSparse", "random sparse filter-channel connectivity is not supported; "
                                           "use randSparse=0 (each group sees its own consecutive channels)")
         if sec.has("initCFunc"):
             raise sec.error("initCFunc", "only applies with randSparse=1, which is not supported")
-        given = sec.get_int("filterChannels", None, minimum=1)
-        if given is not None and given * groups != channels:
-            raise sec.error("filterChannels", f"{given} is not channels/groups = {channels}/{groups}; other values "
-                                              "need randSparse=1, which is not supported")
-        if channels % groups:
-            raise sec.error("groups", f"{groups} does not divide the input's {channels} channels")
-        filters *= groups  # as in cuda-convnet, filters= counts the filters of one group
-        if filter_size > min(size_y, size_x) + 2 * padding:
-            raise sec.error("filterSize", f"{filter_size} is larger than the padded image "
-                                          f"({size_y}x{size_x} with padding {padding})")
-        modules_y = _conv_output_size(size_y, filter_size, padding, stride)
-        modules_x = _conv_output_size(size_x, filter_size, padding, stride)
-        layer.update(channels=channels, imgSizeY=size_y, imgSizeX=size_x, filters=filters,
-                     filterSize=filter_size, padding=padding, stride=stride, groups=groups,
-                     filterChannels=channels // groups, modulesY=modules_y, modulesX=modules_x)
+        given_filter_channels = ints("filterChannels", None, minimum=1)
+        per_input, totals = [], set()
+        for i, (channels, size_y, size_x) in enumerate(images):
+            at = f" (input {i}, '{inputs[i]['name']}')" if n > 1 else ""
+            if channels % groups[i]:
+                raise sec.error("groups", f"{groups[i]} does not divide the input's {channels} channels{at}")
+            if given_filter_channels[i] is not None and given_filter_channels[i] * groups[i] != channels:
+                raise sec.error("filterChannels", f"{given_filter_channels[i]} is not channels/groups = "
+                                                  f"{channels}/{groups[i]}{at}; other values need randSparse=1, "
+                                                  "which is not supported")
+            if filter_size[i] > min(size_y, size_x) + 2 * padding[i]:
+                raise sec.error("filterSize", f"{filter_size[i]} is larger than the padded image "
+                                              f"({size_y}x{size_x} with padding {padding[i]}){at}")
+            modules = (_conv_output_size(size_y, filter_size[i], padding[i], stride[i]),
+                       _conv_output_size(size_x, filter_size[i], padding[i], stride[i]))
+            totals.add(filters[i] * groups[i])  # as in cuda-convnet, filters= counts one group's filters
+            per_input.append(dict(channels=channels, imgSizeY=size_y, imgSizeX=size_x, filterSize=filter_size[i],
+                                  padding=padding[i], stride=stride[i], groups=groups[i],
+                                  filterChannels=channels // groups[i], modules=modules))
+        if len(totals) > 1:
+            raise sec.error("filters", f"filters*groups differ between the inputs ({sorted(totals)}); the inputs' "
+                                       "results are summed, so they must have the same number of filters")
+        if len({p["modules"] for p in per_input}) > 1:
+            described = ", ".join(f"{inp['name']}: {p['modules'][0]}x{p['modules'][1]}" for inp, p in zip(inputs, per_input))
+            raise sec.error("inputs", f"the inputs give different output sizes ({described}); the inputs' results "
+                                      "are summed, so their filterSize/padding/stride must give the same size")
+        modules_y, modules_x = per_input[0]["modules"]
+        for key in ("channels", "imgSizeY", "imgSizeX", "filterSize", "padding", "stride", "groups", "filterChannels"):
+            values = [p[key] for p in per_input]
+            layer[key] = values[0] if n == 1 else values
+        total = totals.pop()
+        layer.update(filters=total, modulesY=modules_y, modulesX=modules_x)
         if not self.local:
             layer["sharedBiases"] = sec.get_bool("sharedBiases", True)
         layer["partialSum"] = sec.get_int("partialSum", 0, minimum=0)
-        self.resolve_init(sec, layer, 1)
-        _set_output(layer, filters, modules_y, modules_x)
+        self.resolve_init(sec, layer, n)
+        _set_output(layer, total, modules_y, modules_x)
 
     def weight_shapes(self, layer, layers_by_name):
-        rows = layer["filterChannels"] * layer["filterSize"] ** 2
-        if self.local:
-            rows *= layer["modulesY"] * layer["modulesX"]
-        return [(rows, layer["filters"])]
+        n = len(layer["inputs"])
+
+        def each(key):
+            value = layer[key]
+            return value if isinstance(value, list) else [value] * n
+
+        shapes = []
+        for channels, size in zip(each("filterChannels"), each("filterSize")):
+            rows = channels * size ** 2
+            if self.local:
+                rows *= layer["modulesY"] * layer["modulesX"]
+            shapes.append((rows, layer["filters"]))
+        return shapes
 
 
 @register_layer_parser
@@ -1095,8 +1141,7 @@ def _definition_entry(sec):
         if len(inputs) < parser.min_inputs or (parser.max_inputs is not None and len(inputs) > parser.max_inputs):
             wanted = (f"exactly {parser.min_inputs}" if parser.min_inputs == parser.max_inputs
                       else f"at least {parser.min_inputs}")
-            note = "; to feed several layers into a conv, concat them first" if type_name in ("conv", "local") else ""
-            raise sec.error("inputs", f"a {type_name} layer takes {wanted} input(s), got {len(inputs)}{note}")
+            raise sec.error("inputs", f"a {type_name} layer takes {wanted} input(s), got {len(inputs)}")
     layer = {"name": sec.name, "type": type_name, "inputs": inputs}
     gpu, replicas = None, None
     if sec.has("gpu"):
@@ -1186,7 +1231,7 @@ def _resolve_weight_sources(layers_by_name, parsers, sections):
                                                 f"{shapes[name][index]}")
             owner_name, owner_index = owner(source_name, source_index, {(name, index)})
             resolved.append(owner_name if owner_index == 0 else f"{owner_name}[{owner_index}]")
-        layer["weightSource"] = resolved if parsers[name].max_inputs is None else resolved[0]
+        layer["weightSource"] = resolved if layer["type"] == "fc" or len(resolved) > 1 else resolved[0]
 
 
 def _apply_params_file(params_path, layers, parsers, def_sections, resuming):
