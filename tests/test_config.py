@@ -127,15 +127,16 @@ def test_alexnet_two_towers():
                          IMAGENET_DIMS)
     net = by_name(layers)
     for tower, gpu in (("a", 0), ("b", 1)):
-        for name in ("conv1", "rnorm1", "pool1", "conv2", "pool2", "concat3", "conv3", "conv5", "fc6", "fc7"):
+        for name in ("conv1", "rnorm1", "pool1", "conv2", "pool2", "conv3", "conv5", "fc6", "fc7"):
             assert net[name + tower]["gpu"] == gpu, name + tower
         assert net[f"conv1{tower}_neuron"]["gpu"] == gpu
         assert net[f"conv1{tower}"]["modulesX"] == 55 and net[f"pool1{tower}"]["outputsX"] == 27
-        # the crossing: both towers' pool2 (128 maps of 13x13 each) concatenated, read as 256 maps
-        assert net[f"concat3{tower}"]["inputs"] == ["pool2a", "pool2b"]
-        assert net[f"concat3{tower}"]["outputs"] == 2 * 128 * 13 * 13
+        # the crossing: conv3 reads both towers' pool2 (128 maps of 13x13 each), one matrix per input
         conv3 = net[f"conv3{tower}"]
-        assert (conv3["channels"], conv3["imgSizeY"], conv3["imgSizeX"], conv3["filters"]) == (256, 13, 13, 192)
+        assert conv3["inputs"] == ["pool2a", "pool2b"]
+        assert (conv3["channels"], conv3["imgSizeY"], conv3["imgSizeX"], conv3["filters"]) == ([128] * 2, [13] * 2,
+                                                                                              [13] * 2, 192)
+        assert config.weight_shapes(conv3, layers) == [(128 * 9, 192)] * 2 and config.bias_shape(conv3) == 192
         assert net[f"fc6{tower}"]["inputs"] == ["pool3a", "pool3b"]
         assert config.weight_shapes(net[f"fc6{tower}"], layers) == [(128 * 36, 2048)] * 2
         assert len(net[f"fc7{tower}"]["epsW"]) == 2

@@ -175,3 +175,28 @@ def test_alexnet_forward_backward_batch8(name):
     net.bprop()
     grads = net.get_grads(net.weight_layer_names()[0])
     assert np.isfinite(grads["weights"][0]).all() and np.abs(grads["weights"][0]).max() > 0
+
+
+def test_alexnet_two_towers_split_equals_one_device_batch8():
+    """One training step of the two-tower net on two CPU devices gives the weights of the
+    same net on one device, to fp32 rounding."""
+    from ccn import _core, config, weights
+    layers = config.load_layers(os.path.join(REPO, "layers", "alexnet-2gpu.cfg"),
+                                os.path.join(REPO, "layers", "alexnet-2gpu-params.cfg"), {0: (3, 224, 224), 1: 1})
+    rng = np.random.default_rng(1)
+    by_name = {layer["name"]: layer for layer in layers}
+    params = {layer["name"]: weights.without_shared(weights.init_params(layer, by_name, rng))
+              for layer in layers if layer["type"] in weights.WEIGHT_TYPES}
+    batch = [rng.standard_normal((3 * 224 * 224, 8)).astype(np.float32),
+             rng.integers(0, 1000, (1, 8)).astype(np.float32)]
+    results = []
+    for devices, placed in ((["cpu", "cpu"], layers), (["cpu"], [dict(layer, gpu=0) for layer in layers])):
+        net = _core.Net(placed, devices, 0)
+        for name, p in params.items():
+            net.set_params(name, p)
+        net.train_step(batch)
+        results.append({name: net.get_params(name)["weights"] for name in ("conv3a", "conv3b", "fc8")})
+    for name in results[0]:
+        for split, single in zip(results[0][name], results[1][name]):
+            np.testing.assert_allclose(split, single, rtol=1e-4, atol=1e-6)
+    assert not np.array_equal(results[0]["conv3a"][1], params["conv3a"]["weights"][1])  # it trained
