@@ -37,15 +37,12 @@ def num_classes(layers):
 
 
 def run_ours(args):
-    from ccn import _core, weights
+    from ccn import _core, config
     layers, dims = load_layers(args)
     devices = ["cpu" if args.device == "cpu" else "0"] * (1 + max(layer.get("gpu", 0) for layer in layers))
     net = _core.Net(layers, devices, 0)
     rng = np.random.default_rng(0)
-    by_name = {layer["name"]: layer for layer in layers}
-    for layer in layers:
-        if layer["type"] in weights.WEIGHT_TYPES:
-            net.set_params(layer["name"], weights.without_shared(weights.init_params(layer, by_name, rng)))
+    config.set_learning_params(net, layers, 0.0)
     x = rng.standard_normal((int(np.prod(dims)), args.batch)).astype(np.float32)
     y = rng.integers(0, num_classes(layers), (1, args.batch)).astype(np.float32)
 

@@ -28,8 +28,10 @@ LAYER_SETS = {
 
 
 def conv_out(img, filter_size, padding, stride):
-    return 1 + -(-(2 * padding + img - filter_size) // stride)
+    from ccn import _core  # the engine owns the formula
+    return _core.ConvGeometry.output_size(img, filter_size, padding, stride)
 
 
 def pool_out(img, size, stride, start=0):
-    return -(-(img - start - size) // stride) + 1
+    from ccn import _core
+    return _core.PoolGeometry.output_size(img, size, start, stride)

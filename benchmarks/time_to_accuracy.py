@@ -20,8 +20,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_train import build_torch  # noqa: E402
 
-from ccn import _core, config, data, weights  # noqa: E402
-from ccn.weights import WEIGHT_TYPES  # noqa: E402
+from ccn import _core, config, data  # noqa: E402
 
 
 def batches(dp):
@@ -41,22 +40,10 @@ def minibatches(x, y, mini):
 
 def run_ours(layers, train, test, args):
     net = _core.Net(layers, ["cpu"], args.seed)
-    rng = np.random.default_rng(args.seed)
-    by_name = {layer["name"]: layer for layer in layers}
-    for layer in layers:
-        if layer["type"] in WEIGHT_TYPES:
-            net.set_params(layer["name"], weights.without_shared(weights.init_params(layer, by_name, rng)))
-
-    def set_lr(progress):
-        for layer in layers:
-            if layer["type"] in WEIGHT_TYPES:
-                net.set_learning_params(layer["name"], [config.schedule_value(s, progress) for s in layer["epsW"]],
-                                        config.schedule_value(layer["epsB"], progress), list(layer["momW"]),
-                                        layer["momB"], list(layer["wc"]))
 
     def train_epoch(x, y, progress_at):
         for i, (xb, yb) in enumerate(minibatches(x, y, args.mini)):
-            set_lr(progress_at(i))
+            config.set_learning_params(net, layers, progress_at(i))
             net.train_step([xb, yb])
 
     def test_error(x, y):

@@ -7,12 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from ccn import config
+from ccn import _core, config
 from ccn.config import ConfigError, load_layer_params, load_layers, parse_schedule, schedule_value
 
 REPO = Path(__file__).resolve().parent.parent
 FMNIST_DIMS = {0: (1, 28, 28), 1: 1}
 IMAGENET_DIMS = {0: (3, 224, 224), 1: 1}
+
+
+_NETS = {}
+
+
+def engine_shapes(layers, name):
+    """([(rows, cols) of each weight matrix], bias length) of a layer as the engine builds it."""
+    if _NETS.get("layers") is not layers:
+        devices = ["cpu"] * (1 + max(layer["gpu"] for layer in layers))
+        _NETS.update(layers=layers, net=_core.Net(layers, devices, 0))
+    params = _NETS["net"].get_params(name)
+    return [w.shape for w in params["weights"]], params["biases"].size
 
 
 def by_name(layers):
@@ -94,7 +106,7 @@ def test_default_fashion_mnist_net():
     assert net["conv2"]["channels"] == 32 and net["conv2"]["modulesX"] == 14
     # pool2: ceil((14 - 3) / 2) + 1 = 7
     assert net["pool2"]["outputs"] == 64 * 7 * 7
-    assert config.weight_shapes(net["fc1"], layers) == [(3136, 256)]
+    assert engine_shapes(layers, "fc1")[0] == [(3136, 256)]
     assert net["dropout1"]["keep"] == 0.5
     assert net["fc10"]["outputs"] == 10 and net["probs"]["outputs"] == 10
     assert net["logprob"]["inputs"] == ["labels", "probs"] and net["logprob"]["topk"] == 1
@@ -112,14 +124,14 @@ def test_alexnet_single_tower():
     # pool1: ceil((55 - 3) / 2) + 1 = 27; pool2: ceil((27 - 3) / 2) + 1 = 13; pool3: 6
     assert (net["pool1"]["outputsX"], net["pool2"]["outputsX"], net["pool3"]["outputsX"]) == (27, 13, 6)
     assert net["conv2"]["groups"] == 2 and net["conv2"]["filterChannels"] == 48
-    assert config.weight_shapes(net["conv2"], layers) == [(48 * 25, 256)]
-    assert config.weight_shapes(net["fc6"], layers) == [(256 * 6 * 6, 4096)]
+    assert engine_shapes(layers, "conv2")[0] == [(48 * 25, 256)]
+    assert engine_shapes(layers, "fc6")[0] == [(256 * 6 * 6, 4096)]
     assert net["fc8"]["outputs"] == 1000 and net["logprob"]["topk"] == 5
     assert net["rnorm1"]["minDiv"] == 2.0 and net["rnorm1"]["scale"] == pytest.approx(1e-4)
     eps = net["conv1"]["epsW"][0]
     assert eps == {"type": "dexp", "base": 0.01, "tgtFactor": 1000.0, "numSteps": 4}
     assert [schedule_value(eps, p) for p in (0.1, 0.3, 0.6, 0.9)] == pytest.approx([1e-2, 1e-3, 1e-4, 1e-5])
-    assert config.bias_shape(net["conv1"]) == 96
+    assert engine_shapes(layers, "conv1")[1] == 96
 
 
 def test_alexnet_two_towers():
@@ -136,9 +148,9 @@ def test_alexnet_two_towers():
         assert conv3["inputs"] == ["pool2a", "pool2b"]
         assert (conv3["channels"], conv3["imgSizeY"], conv3["imgSizeX"], conv3["filters"]) == ([128] * 2, [13] * 2,
                                                                                               [13] * 2, 192)
-        assert config.weight_shapes(conv3, layers) == [(128 * 9, 192)] * 2 and config.bias_shape(conv3) == 192
+        assert conv3["filterChannels"] == [128, 128] and conv3["filterSize"] == [3, 3]
         assert net[f"fc6{tower}"]["inputs"] == ["pool3a", "pool3b"]
-        assert config.weight_shapes(net[f"fc6{tower}"], layers) == [(128 * 36, 2048)] * 2
+        assert engine_shapes(layers, f"fc6{tower}")[0] == [(128 * 36, 2048)] * 2
         assert len(net[f"fc7{tower}"]["epsW"]) == 2
     assert net["fc8"]["gpu"] == 0 and net["fc8"]["inputs"] == ["dropout7a", "dropout7b"]
     position = {layer["name"]: i for i, layer in enumerate(layers)}
@@ -272,11 +284,34 @@ def test_weight_source_sharing(tmp_path):
         for name in ("conv2", "conv3", "fcA", "fc10"):
             p[name] = dict(LEARN)
         upd(p, "rnorm1b", scale="1", pow="1")
-    net = by_name(load_layers(*small_net(tmp_path, edit, params), SMALL_DIMS))
-    assert net["conv2"]["weightSource"] == "conv1" and net["conv3"]["weightSource"] == "conv1"
+    layers = load_layers(*small_net(tmp_path, edit, params), SMALL_DIMS)
+    net = by_name(layers)
+    assert net["conv2"]["weightSource"] == "conv1" and net["conv3"]["weightSource"] == "conv2"
     assert "weightSource" not in net["conv1"]
-    assert net["fc10"]["weightSource"] == ["fcA", "fcA"]
+    assert net["fc10"]["weightSource"] == ["fcA", "fc10"]
     assert net["fc10"]["initW"] == [0.01, 0.01]
+    # the engine follows the chains to the owner of each matrix
+    engine = _core.Net(layers, ["cpu"], 0)
+    conv1 = engine.get_params("conv1")["weights"][0]
+    for name in ("conv2", "conv3"):
+        assert (engine.get_params(name)["weights"][0] == conv1).all()
+    fc10 = engine.get_params("fc10")["weights"]
+    assert (fc10[0] == engine.get_params("fcA")["weights"][0]).all() and (fc10[1] == fc10[0]).all()
+
+
+@pytest.mark.parametrize("edit, params, text", [
+    (lambda d: upd(d, "fc10", weightSource="fc99"), None, "names no layer"),
+    (lambda d: upd(d, "fc2", type="fc", inputs="rnorm1", outputs="10") or upd(d, "fc10", inputs="fc2",
+                                                                             weightSource="fc2"),
+     lambda p: upd(p, "fc2", **LEARN), "shape"),
+    (lambda d: upd(d, "fc10", weightSource="conv1"), None, "names a conv layer"),
+], ids=["missing layer", "shape mismatch", "type mismatch"])
+def test_weight_source_errors_name_the_layer(tmp_path, edit, params, text):
+    """The engine binds weightSource (the parser only reads its syntax): one ValueError naming
+    the layer and the key."""
+    layers = load_layers(*small_net(tmp_path, edit, params), SMALL_DIMS)
+    with pytest.raises(ValueError, match=f"layer 'fc10': weightSource .*{text}"):
+        _core.Net(layers, ["cpu"], 0)
 
 
 def test_multi_input_fc_eltsum_concat(tmp_path):
@@ -344,13 +379,13 @@ coeff=0.25
 """
     layers = load_layers(*write_net(tmp_path, text, params), {0: (2, 3, 3), 1: 1})
     net = by_name(layers)
-    assert config.weight_shapes(net["b"], layers) == [(18, 6), (6, 6)]
+    assert engine_shapes(layers, "b")[0] == [(18, 6), (6, 6)]
     assert net["b"]["initW"] == [0.1, 0.2] and "weightSource" not in net["b"]
     assert net["b"]["epsW"][1] == {"type": "exp", "base": 0.1, "tgtFactor": 10.0}
     assert net["b"]["momW"] == [0.9, 0.5] and net["b"]["wc"] == [0.01, 0.02]
     assert net["sum"]["coeffs"] == [0.5, -1.0] and net["sum"]["outputs"] == 6
     assert net["cat"]["outputs"] == 6 + 18 and "outChannels" not in net["cat"]
-    assert config.weight_shapes(net["out"], layers) == [(24, 3), (6, 3)]
+    assert engine_shapes(layers, "out")[0] == [(24, 3), (6, 3)]
     assert len(net["out"]["epsW"]) == 2 and net["out"]["momW"] == [0.9, 0.9]
     assert net["cost2"]["coeff"] == 0.25 and net["cost"]["coeff"] == 1.0
 
@@ -417,12 +452,12 @@ inputs=labels,probs
     # modulesY = 1 + ceil((2 + 20 - 5) / 2) = 10; modulesX = 1 + ceil((2 + 31 - 5) / 2) = 15
     assert (conv["imgSizeY"], conv["imgSizeX"], conv["modulesY"], conv["modulesX"]) == (20, 31, 10, 15)
     assert (conv["outSizeY"], conv["outSizeX"], conv["outputs"]) == (10, 15, 8 * 10 * 15)
-    assert config.bias_shape(conv) == 8 * 150
+    assert engine_shapes(layers, conv["name"])[1] == 8 * 150
     # local: 1 + ceil((10 - 3) / 1) = 8 rows, 13 columns; weights per module
     local = net["local"]
     assert (local["modulesY"], local["modulesX"]) == (8, 13) and "sharedBiases" not in local
-    assert config.weight_shapes(local, layers) == [(8 * 13 * 8 * 9, 4)]
-    assert config.bias_shape(local) == 4 * 8 * 13
+    assert engine_shapes(layers, local["name"])[0] == [(8 * 13 * 8 * 9, 4)]
+    assert engine_shapes(layers, local["name"])[1] == 4 * 8 * 13
     # pool: ceil((10 - 3) / 2) + 1 = 5 rows, ceil((15 - 3) / 2) + 1 = 7 columns
     assert (net["pool"]["outputsY"], net["pool"]["outputsX"], net["pool"]["pool"]) == (5, 7, "avg")
     # cmpool over 8 channels: ceil((8 - 3) / 2) + 1 = 4 output channels
@@ -572,13 +607,6 @@ MALFORMED = [
      None, D, "conv2", "channels", "flat"),
     ("eltsum size mismatch", lambda d: upd(d, "sum", type="eltsum", inputs="fc10,rnorm1")
      or upd(d, "probs", inputs="sum"), None, D, "sum", "inputs", "same number of outputs"),
-    ("weightSource missing layer", lambda d: upd(d, "fc10", weightSource="fc99"), None, D, "fc10",
-     "weightSource", "no layer named"),
-    ("weightSource shape mismatch", lambda d: upd(d, "fc2", type="fc", inputs="rnorm1", outputs="10")
-     or upd(d, "fc10", inputs="fc2", weightSource="fc2"), add_params("fc2", **LEARN), D, "fc10", "weightSource",
-     "shape"),
-    ("weightSource type mismatch", lambda d: upd(d, "fc10", weightSource="conv1"), None, D, "fc10",
-     "weightSource", "conv layer"),
     ("weightSource bad syntax", lambda d: upd(d, "fc10", weightSource="fc2[x]"), None, D, "fc10",
      "weightSource", "layer[index]"),
     ("learning key in definition", lambda d: upd(d, "conv1", epsW="0.1"), None, D, "conv1", "epsW",

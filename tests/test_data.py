@@ -400,8 +400,8 @@ def test_cifar_cropped_argument_errors(tmp_path, rng):
     write_cifar(tmp_path, rng)
     with pytest.raises(ValueError, match="multiview"):
         get_provider("cifar-cropped", str(tmp_path), None, multiview=True)
-    with pytest.raises(ValueError, match="inner_size"):
-        get_provider("cifar-cropped", str(tmp_path), None, inner_size=20, crop_border=4)
+    with get_provider("cifar-cropped", str(tmp_path), None, inner_size=20, crop_border=4) as dp:
+        assert dp.get_data_dims() == (3, 20, 20)  # inner_size overrides crop_border
     with pytest.raises(ValueError, match="inner_size"):
         get_provider("cifar-cropped", str(tmp_path), None, inner_size=33)
     with pytest.raises(ValueError, match="color_noise"):
@@ -596,3 +596,23 @@ def test_image_folder_provider(tmp_path, rng):
     with get_provider("images", str(tmp_path), [1], size=4, batch_size=11) as broken:
         with pytest.raises(CorruptDataError, match="0.png"):
             broken.get_next_batch()
+
+
+def test_providers_declare_their_options():
+    """The option parser, its defaults and the parameters each provider gets come from the
+    providers' own declarations: nothing outside a provider names its options."""
+    from ccn import options
+    from ccn.data import provider_options, provider_params
+    declared = provider_options()
+    assert declared["inner_size"][1] == ["cifar-cropped", "dummy"]
+    given, _ = options.parse(["--inner-size=20", "--color-noise=0.5"])
+    op = options.merge(given)
+    assert op["crop_border"] == 4 and op["inner_size"] == 20
+    assert provider_params("cifar-cropped", op, test=False) == dict(crop_border=4, inner_size=20, color_noise=0.5,
+                                                                   scalar_mean=-1.0)
+    assert provider_params("cifar-cropped", op, test=True) == dict(crop_border=4, inner_size=20, scalar_mean=-1.0)
+    with pytest.raises(ValueError, match="--inner-size: the fashion-mnist provider does not take it"):
+        provider_params("fashion-mnist", op, test=False)  # refused, never ignored
+    assert provider_params("fashion-mnist", options.merge({}), test=False) == {}
+    usage = options.build_parser().format_help()
+    assert "--crop-border" in usage and "cifar-cropped, dummy: size of the square crops" in usage

@@ -191,6 +191,34 @@ def test_momentum_update(device, rng):
     assert_close(from_device(dw), expected_w)
 
 
+# ---------------------------------------------------------------- data path: column slices, non-finite flags
+
+@pytest.mark.parametrize("rows, cols, start, n", [(1, 7, 0, 7), (13, 40, 5, 11), (784, 300, 256, 44)])
+def test_copy_columns(device, rng, rows, cols, start, n):
+    src = randn(rng, rows, cols)
+    (out,) = run_op(lambda s, t: _core.copy_columns(s, start, t), device, [src], [(rows, n)])
+    np.testing.assert_array_equal(out, src[:, start:start + n])
+
+
+def test_copy_columns_errors(rng):
+    src = randn(rng, 3, 10)
+    with pytest.raises(ValueError, match="within the 10 columns"):
+        _core.copy_columns(src, 8, np.empty((3, 4), np.float32))
+    with pytest.raises(ValueError, match="'targets'"):
+        _core.copy_columns(src, 0, np.empty((4, 2), np.float32))
+
+
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_flag_non_finite(device, rng, bad):
+    t = randn(rng, 37, 129) * 1e30  # large but finite values must not be flagged
+    position = int(rng.integers(t.size))
+    if bad is not None:
+        t.flat[position] = bad
+    flags = np.array([0.0, 0.0, 1.0], np.float32)
+    (out,) = run_op(lambda x, f: _core.flag_non_finite(x, f, 1), device, [t], [flags])
+    np.testing.assert_array_equal(out, [0.0, 0.0 if bad is None else 1.0, 1.0])  # others left as they were
+
+
 # ---------------------------------------------------------------- argument checks
 
 def test_dense_argument_errors(rng):

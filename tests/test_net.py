@@ -8,12 +8,20 @@ import numpy as np
 import pytest
 
 from ccn import _core
+from ccn import config
 from oprunner import assert_close
 
 N = 7  # cases per batch: odd, not a multiple of anything
 
 
-# ---- layer dicts (the resolved form of LAYERS_SPEC.md) --------------------------------------
+def make_net(layers, devices, seed):
+    """A Net with the learning parameters of its dicts set (the engine starts them at 0)."""
+    net = _core.Net(layers, devices, seed)
+    config.set_learning_params(net, layers, 0.0)
+    return net
+
+
+# ---- layer dicts (the resolved form of docs/layer-dicts.md) --------------------------------------
 
 def learning(n, eps=0.05):
     return dict(epsW=[{"type": "const", "base": eps}] * n, epsB={"type": "const", "base": eps},
@@ -129,7 +137,7 @@ def check_gradients(layers, batch, devices=("cpu",), rel_tol=1e-2, h=1e-3):
 
     Entries where the one-sided differences disagree sit on a kink or a jump of the objective
     (max pooling switching its winner, maxabs flipping sign) and are left out; they must be few."""
-    net = _core.Net(layers, list(devices), 11)
+    net = make_net(layers, list(devices), 11)
     counter = 1234
     f0 = objective(net, layers, batch, counter)
     net.bprop()
@@ -211,7 +219,7 @@ def test_forward_matches_numpy(rng):
     f1 = fc("fc1", p1, 5)
     sm = simple("probs", "softmax", f1)
     layers = [d, lab, c1, r1, p1, f1, sm, logreg("logprob", lab, sm, topk=2)]
-    net = _core.Net(layers, ["cpu"], 5)
+    net = make_net(layers, ["cpu"], 5)
     x, y = images(rng, (3, 7, 6)), labels(rng, 5)
     net.fprop([x, y], False)
     params = {name: net.get_params(name) for name in ("conv1", "fc1")}
@@ -371,7 +379,7 @@ def test_gradients_shared_weights(rng):
     layers = [d1, lab, d2, fa, fb, ta, t, f2, sm, logreg("logprob", lab, sm)]
     batch = [images(rng, (4,)), labels(rng, 3), images(rng, (4,))]
     assert check_gradients(layers, batch) == 7
-    net = _core.Net(layers, ["cpu"], 3)
+    net = make_net(layers, ["cpu"], 3)
     pa, pb = net.get_params("fa"), net.get_params("fb")
     np.testing.assert_array_equal(pa["weights"][0], pb["weights"][0])
     np.testing.assert_array_equal(pa["weights"][0], pb["weights"][1])
@@ -418,7 +426,7 @@ def test_gradients_across_devices(rng, placement):
 
 def test_update_rule_matches_numpy(rng):
     layers, batch = flat_net(rng, FLAT_MIDDLES["fc"])
-    net = _core.Net(layers, ["cpu"], 1)
+    net = make_net(layers, ["cpu"], 1)
     for name in ("fc1", "fc2"):
         p = net.get_params(name)
         net.set_params(name, {"weightsInc": [rng.standard_normal(w.shape).astype(np.float32) for w in p["weights"]],
@@ -452,7 +460,7 @@ def test_update_rule_matches_numpy(rng):
 
 def test_train_step_is_fprop_bprop_update(rng):
     layers, batch = flat_net(rng, FLAT_MIDDLES["dropout"])
-    nets = [_core.Net(layers, ["cpu"], 9) for _ in range(2)]
+    nets = [make_net(layers, ["cpu"], 9) for _ in range(2)]
     costs = nets[0].train_step(batch)
     nets[1].fprop(batch, True)
     nets[1].bprop()
@@ -465,7 +473,7 @@ def test_train_step_is_fprop_bprop_update(rng):
 
 def test_training_lowers_the_cost(rng):
     layers, batch = conv_net(rng, CONV_MIDDLES["pool_max"])
-    net = _core.Net(layers, ["cpu"], 2)
+    net = make_net(layers, ["cpu"], 2)
     first = net.train_step(batch)["logprob"][0]
     for _ in range(30):
         last = net.train_step(batch)["logprob"][0]
@@ -491,7 +499,7 @@ def split_net(gpus):
 
 
 def run_training(layers, devices, batches, seed=4):
-    net = _core.Net(layers, devices, seed)
+    net = make_net(layers, devices, seed)
     costs = [net.train_step(b) for b in batches]
     return net, costs
 
@@ -531,7 +539,7 @@ def test_cpu_runs_are_bit_for_bit_repeatable(rng, devices):
 
 def test_buffers_are_reused_across_batches(rng):
     batches = make_batches(rng, 2)
-    net = _core.Net(split_net([0, 1]), ["cpu", "cpu"], 4)
+    net = make_net(split_net([0, 1]), ["cpu", "cpu"], 4)
     for _ in range(2):
         net.train_step(batches[0])
     in_use = _core.allocator_stats("cpu")["bytes_in_use"]
@@ -542,7 +550,7 @@ def test_buffers_are_reused_across_batches(rng):
 
 def test_rng_counter_replays_dropout(rng):
     layers, batch = flat_net(rng, FLAT_MIDDLES["dropout"])
-    net = _core.Net(layers, ["cpu"], 3)
+    net = make_net(layers, ["cpu"], 3)
     net.rng_counter = 100
     net.fprop(batch, True)
     first = net.get_acts("drop")
@@ -563,7 +571,7 @@ def test_rng_counter_replays_dropout(rng):
 
 def test_batch_size_changes_and_acts_shapes(rng):
     layers, _ = conv_net(rng, CONV_MIDDLES["pool_avg"])
-    net = _core.Net(layers, ["cpu"], 0)
+    net = make_net(layers, ["cpu"], 0)
     for n in (5, 9, 5):
         net.fprop([images(rng, (2, 6, 5), n), labels(rng, 3, n)], False)
         assert net.get_acts("conv1").shape == (4, 6, 5, n)
@@ -574,12 +582,12 @@ def test_batch_size_changes_and_acts_shapes(rng):
     w = net.get_params("fc")["weights"][0]
     w[0, 0] = np.nan
     net.set_params("fc", {"weights": [w]})
-    assert net.check_finite() == "fc"
+    assert net.check_finite() == "the weights of layer 'fc'"
 
 
 def test_layer_params_can_be_reset(rng):
     layers, batch = flat_net(rng, FLAT_MIDDLES["dropout"])
-    net = _core.Net(layers, ["cpu"], 3)
+    net = make_net(layers, ["cpu"], 3)
     net.fprop(batch, False)
     cost = net.costs()["logprob"][0]
     net.set_layer_param("logprob", "coeff", 2.0)
@@ -599,59 +607,59 @@ def test_errors_name_the_layer_and_key(rng):
     broken = [dict(l) for l in layers]
     del broken[2]["filterSize"]
     with pytest.raises(ValueError, match="layer 'conv1': missing key 'filterSize'"):
-        _core.Net(broken, ["cpu"], 0)
+        make_net(broken, ["cpu"], 0)
     broken = [dict(l) for l in layers]
     broken[2]["stride"] = "2"
     with pytest.raises(ValueError, match="layer 'conv1': key 'stride': must be an int, got str"):
-        _core.Net(broken, ["cpu"], 0)
+        make_net(broken, ["cpu"], 0)
     broken = [dict(l) for l in layers]
     broken[3]["inputs"] = ["conv1", "labels"]
     with pytest.raises(ValueError, match="layer 'pool' \\(pool\\): takes exactly 1 input, got 2"):
-        _core.Net(broken, ["cpu"], 0)
+        make_net(broken, ["cpu"], 0)
     broken = [dict(l) for l in layers]
     broken[2].update(inputs=["data", "labels"], epsW=broken[2]["epsW"] * 2, momW=[0.9] * 2, wc=[0.0] * 2)
     with pytest.raises(ValueError, match="layer 'conv1' \\(conv\\): input 'labels' has 1 outputs but channels \\* imgSizeY"):
-        _core.Net(broken, ["cpu"], 0)
+        make_net(broken, ["cpu"], 0)
     broken = [dict(l) for l in layers]
     broken[3]["type"] = "poool"
     with pytest.raises(ValueError, match="layer 'pool': key 'type': unknown layer type 'poool'"):
-        _core.Net(broken, ["cpu"], 0)
+        make_net(broken, ["cpu"], 0)
     broken = [dict(l) for l in layers]
     broken[4]["inputs"] = ["nothing"]
     with pytest.raises(ValueError, match="layer 'fc': input 'nothing'"):
-        _core.Net(broken, ["cpu"], 0)
+        make_net(broken, ["cpu"], 0)
     broken = [dict(l) for l in layers]
     broken[2]["outputs"] += 1
     with pytest.raises(ValueError, match="layer 'conv1'"):
-        _core.Net(broken, ["cpu"], 0)
+        make_net(broken, ["cpu"], 0)
     with pytest.raises(ValueError, match="layer 'fc': key 'gpu'.*out of range"):
-        _core.Net([dict(l, gpu=1) if l["name"] == "fc" else l for l in layers], ["cpu"], 0)
+        make_net([dict(l, gpu=1) if l["name"] == "fc" else l for l in layers], ["cpu"], 0)
     with pytest.raises(ValueError, match="bad device"):
-        _core.Net(layers, ["gpu0"], 0)
+        make_net(layers, ["gpu0"], 0)
 
 
 def test_weight_source_errors(rng):
     d = data("data", 0, rows=4)
     fa, fb = fc("fa", d, 5), fc("fb", d, 6, weightSource=["fa"])
     with pytest.raises(ValueError, match="layer 'fb': weightSource 'fa' has weights of shape"):
-        _core.Net([d, fa, fb], ["cpu"], 0)
+        make_net([d, fa, fb], ["cpu"], 0)
     fb = on(fc("fb", d, 5, weightSource=["fa"]), 1)
     with pytest.raises(ValueError, match="across devices"):
-        _core.Net([d, fa, fb], ["cpu", "cpu"], 0)
+        make_net([d, fa, fb], ["cpu", "cpu"], 0)
     fb = fc("fb", d, 5, weightSource=["fc9"])
     with pytest.raises(ValueError, match="weightSource 'fc9'"):
-        _core.Net([d, fa, fb], ["cpu"], 0)
+        make_net([d, fa, fb], ["cpu"], 0)
     fa, fb = fc("fa", d, 5, weightSource=["fb"]), fc("fb", d, 5, weightSource=["fa"])
     with pytest.raises(ValueError, match="cycle"):
-        _core.Net([d, fa, fb], ["cpu"], 0)
+        make_net([d, fa, fb], ["cpu"], 0)
     # a source later in the list is fine
-    net = _core.Net([d, fc("fa", d, 5, weightSource=["fb"]), fc("fb", d, 5)], ["cpu"], 0)
+    net = make_net([d, fc("fa", d, 5, weightSource=["fb"]), fc("fb", d, 5)], ["cpu"], 0)
     np.testing.assert_array_equal(net.get_params("fa")["weights"][0], net.get_params("fb")["weights"][0])
 
 
 def test_data_errors_name_the_data_index(rng):
     layers, (x, y) = conv_net(rng, CONV_MIDDLES["pool_max"])
-    net = _core.Net(layers, ["cpu"], 0)
+    net = make_net(layers, ["cpu"], 0)
     with pytest.raises(ValueError, match=r"data\[1\] must have shape \(1, numCases\) for data layer 'labels'"):
         net.fprop([x, np.zeros((3, N), np.float32)], False)
     with pytest.raises(ValueError, match=r"data\[1\] has 6 cases"):

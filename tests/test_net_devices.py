@@ -4,7 +4,7 @@ that kind as on one."""
 import numpy as np
 import pytest
 
-from ccn import _core, config, weights
+from ccn import _core, config
 
 NET = """
 [data]
@@ -67,19 +67,19 @@ PARAMS = "".join(f"[{name}]\nepsW=0.01\nepsB=0.02\nmomW=0.9\nmomB=0.9\nwc=0.0005
                  for name in ("conv1", "local2", "fc1", "fc10")) + "[rnorm1]\nscale=0.001\npow=0.75\n"
 
 
-def build(tmp_path, devices, split):
+def _write(tmp_path, split=False):
     net_text = NET.replace("[fc10]\ntype=fc", "[fc10]\ntype=fc\ngpu=1") if split else NET
     if split:
         net_text = net_text.replace("[logprob]\ntype=cost.logreg", "[logprob]\ntype=cost.logreg\ngpu=1")
     (tmp_path / "net.cfg").write_text(net_text)
     (tmp_path / "params.cfg").write_text(PARAMS)
-    layers = config.load_layers(str(tmp_path / "net.cfg"), str(tmp_path / "params.cfg"), {0: (3, 11, 9), 1: 1})
+    return str(tmp_path / "net.cfg"), str(tmp_path / "params.cfg")
+
+
+def build(tmp_path, devices, split):
+    layers = config.load_layers(*_write(tmp_path, split), {0: (3, 11, 9), 1: 1})
     net = _core.Net(layers, devices, 5)
-    rng = np.random.default_rng(0)
-    by_name = {layer["name"]: layer for layer in layers}
-    for layer in layers:
-        if layer["type"] in weights.WEIGHT_TYPES:
-            net.set_params(layer["name"], weights.without_shared(weights.init_params(layer, by_name, rng)))
+    config.set_learning_params(net, layers, 0.0)
     return net
 
 
@@ -117,3 +117,110 @@ def test_two_logical_devices_train_like_one(tmp_path, device):
     d = as_net_device(device)
     one = train(build(tmp_path, [d], split=False))
     assert_same_training(train(build(tmp_path, [d, d], split=True)), one, rtol=1e-4)
+
+
+def test_one_seed_gives_the_same_initial_weights_on_every_device(tmp_path, device):
+    """Initial weights are drawn once, on the host, from the seed's Philox stream: bit for bit
+    the same on the CPU, on a CUDA device and split over two logical devices."""
+    d = as_net_device(device)
+    nets = [build(tmp_path, ["cpu"], split=False), build(tmp_path, [d], split=False),
+            build(tmp_path, [d, d], split=True)]
+    for name in nets[0].weight_layer_names():
+        first = nets[0].get_params(name)
+        for other in nets[1:]:
+            params = other.get_params(name)
+            for wa, wb in zip(first["weights"], params["weights"]):
+                np.testing.assert_array_equal(wa, wb, err_msg=name)
+            np.testing.assert_array_equal(first["biases"], params["biases"], err_msg=name)
+
+
+def test_initial_weights_follow_initw_and_the_seed(tmp_path):
+    """Each matrix is initW * N(0, 1), biases initB; another seed draws other weights."""
+    layers = config.load_layers(*_write(tmp_path), {0: (3, 11, 9), 1: 1})
+    init_w = {layer["name"]: layer["initW"] for layer in layers if "initW" in layer}
+    a, b = _core.Net(layers, ["cpu"], 5), _core.Net(layers, ["cpu"], 6)
+    for name, scales in init_w.items():
+        scale = scales[0] if isinstance(scales, list) else scales
+        w = a.get_params(name)["weights"][0]
+        assert abs(w.mean()) < 4 * scale / np.sqrt(w.size)
+        assert abs(w.std() / scale - 1) < 4 / np.sqrt(w.size) + 0.02, name
+        assert (a.get_params(name)["biases"] == 0).all()
+        assert not np.array_equal(w, b.get_params(name)["weights"][0])
+
+
+def test_staged_batches_sliced_on_the_device_train_like_host_minibatches(tmp_path, device):
+    """stage_batch copies a whole batch to the device once and train_slice takes minibatches
+    of it there; the next batch is staged while the current one trains (double buffer).
+    The weights after two batches equal those of train_step on host-sliced minibatches."""
+    d = as_net_device(device)
+    rng = np.random.default_rng(3)
+    batches = [(rng.standard_normal((3 * 11 * 9, 20)).astype(np.float32),
+                rng.integers(0, 10, (1, 20)).astype(np.float32)) for _ in range(2)]
+    reference = build(tmp_path, [d], split=False)
+    for x, y in batches:
+        for s in range(0, 20, 8):
+            reference.train_step([np.ascontiguousarray(x[:, s:s + 8]), np.ascontiguousarray(y[:, s:s + 8])])
+    staged = build(tmp_path, [d], split=False)
+    staged.stage_batch(list(batches[0]))
+    for i in range(2):
+        assert staged.begin_batch() == 20
+        if i == 0:
+            staged.stage_batch(list(batches[1]))  # the back buffer, while batch 0 trains
+        for s in range(0, 20, 8):
+            staged.train_slice(s, min(s + 8, 20))
+    for name in reference.weight_layer_names():
+        for wa, wb in zip(reference.get_params(name)["weights"], staged.get_params(name)["weights"]):
+            np.testing.assert_array_equal(wa, wb, err_msg=name)
+
+
+def test_staged_batch_errors(tmp_path):
+    net = build(tmp_path, ["cpu"], split=False)
+    with pytest.raises(ValueError, match="no data batch is staged"):
+        net.begin_batch()
+    with pytest.raises(ValueError, match="no data batch is loaded"):
+        net.train_slice(0, 4)
+    x = np.zeros((5, 4), np.float32)
+    with pytest.raises(ValueError, match=r"data\[0\] must have shape \(297, numCases\)"):
+        net.stage_batch([x, np.zeros((1, 4), np.float32)])
+    x = np.ones((297, 6), np.float32)
+    with pytest.raises(ValueError, match=r"data\[1\] has 4 cases"):
+        net.stage_batch([x, np.zeros((1, 4), np.float32)])
+    net.stage_batch([x, np.zeros((1, 6), np.float32)])
+    net.begin_batch()
+    with pytest.raises(ValueError, match=r"cases \[4, 9\) are not a range within the current batch's 6"):
+        net.train_slice(4, 9)
+
+
+def _step(net, rng):
+    x = rng.standard_normal((3 * 11 * 9, 7)).astype(np.float32)
+    net.train_step([x, rng.integers(0, 10, (1, 7)).astype(np.float32)])
+
+
+def test_non_finite_names_the_update_that_overflowed(tmp_path, device):
+    """A huge weight decay on fc10 alone: its update overflows; the check after that step
+    names fc10's weights, not the first layer of the net."""
+    net = build(tmp_path, [as_net_device(device)], split=False)
+    _step(net, np.random.default_rng(0))
+    assert net.check_finite() is None
+    net.set_learning_params("fc10", [10.0], 0.02, [0.9], 0.9, [1e38])  # wc * eps overflows
+    _step(net, np.random.default_rng(1))
+    assert net.check_finite() == "the weights of layer 'fc10'"
+
+
+def test_non_finite_names_the_layer_whose_gradient_overflowed(tmp_path, device):
+    """A cost coefficient of 3e38: the forward pass is finite, fc10's weight gradient (a sum
+    over the cases) overflows; named as fc10's gradient, not as the weights it spoils."""
+    net = build(tmp_path, [as_net_device(device)], split=False)
+    net.set_layer_param("logprob", "coeff", 3e38)
+    _step(net, np.random.default_rng(0))
+    assert net.check_finite() == "the gradients computed by layer 'fc10'"
+
+
+def test_non_finite_names_the_first_activations(tmp_path, device):
+    net = build(tmp_path, [as_net_device(device)], split=False)
+    w = net.get_params("local2")["weights"][0]
+    w[:, 2] = np.inf  # every module of filter 2
+    net.set_params("local2", {"weights": [w]})
+    x = np.random.default_rng(0).standard_normal((297, 5)).astype(np.float32)
+    net.fprop([x, np.zeros((1, 5), np.float32)], False)
+    assert net.check_finite() == "the activations of layer 'local2'"

@@ -123,7 +123,7 @@ def test_local_and_fc_filters(trained, tmp_path, capsys):
 
 
 def test_filter_layouts_follow_the_weight_layouts(trained):
-    """Pixel (c, y, x) of filter f is weight row (channel, row, col) as DESIGN.md lays them out."""
+    """Pixel (c, y, x) of filter f is weight row (channel, row, col) as docs/DESIGN.md lays them out."""
     _, state, _ = trained
     layers = {layer["name"]: layer for layer in state["layers"]}
     w = state["params"]["conv1"]["weights"][0]

@@ -153,17 +153,14 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["alexnet", "alexnet-2gpu"])
 def test_alexnet_forward_backward_batch8(name):
-    from ccn import _core, config, weights
+    from ccn import _core, config
     layers = config.load_layers(os.path.join(REPO, "layers", f"{name}.cfg"),
                                 os.path.join(REPO, "layers", f"{name}-params.cfg"),
                                 {0: (3, 224, 224), 1: 1})
     devices = ["cpu"] * (1 + max(layer.get("gpu", 0) for layer in layers))
     net = _core.Net(layers, devices, 0)
     rng = np.random.default_rng(0)
-    by_name = {layer["name"]: layer for layer in layers}
-    for layer in layers:
-        if layer["type"] in weights.WEIGHT_TYPES:
-            net.set_params(layer["name"], weights.without_shared(weights.init_params(layer, by_name, rng)))
+    config.set_learning_params(net, layers, 0.0)
     data_layer = next(layer for layer in layers if layer["type"] == "data" and layer["dataIdx"] == 0)
     images = rng.standard_normal((data_layer["outputs"], 8)).astype(np.float32)
     labels = rng.integers(0, 1000, (1, 8)).astype(np.float32)
@@ -179,24 +176,22 @@ def test_alexnet_forward_backward_batch8(name):
 
 def test_alexnet_two_towers_split_equals_one_device_batch8():
     """One training step of the two-tower net on two CPU devices gives the weights of the
-    same net on one device, to fp32 rounding."""
-    from ccn import _core, config, weights
+    same net on one device, to fp32 rounding (the engine draws the same initial weights
+    from the seed on every device)."""
+    from ccn import _core, config
     layers = config.load_layers(os.path.join(REPO, "layers", "alexnet-2gpu.cfg"),
                                 os.path.join(REPO, "layers", "alexnet-2gpu-params.cfg"), {0: (3, 224, 224), 1: 1})
     rng = np.random.default_rng(1)
-    by_name = {layer["name"]: layer for layer in layers}
-    params = {layer["name"]: weights.without_shared(weights.init_params(layer, by_name, rng))
-              for layer in layers if layer["type"] in weights.WEIGHT_TYPES}
     batch = [rng.standard_normal((3 * 224 * 224, 8)).astype(np.float32),
              rng.integers(0, 1000, (1, 8)).astype(np.float32)]
-    results = []
+    results, initial = [], None
     for devices, placed in ((["cpu", "cpu"], layers), (["cpu"], [dict(layer, gpu=0) for layer in layers])):
         net = _core.Net(placed, devices, 0)
-        for name, p in params.items():
-            net.set_params(name, p)
+        config.set_learning_params(net, placed, 0.0)
+        initial = net.get_params("conv3a")["weights"]
         net.train_step(batch)
         results.append({name: net.get_params(name)["weights"] for name in ("conv3a", "conv3b", "fc8")})
     for name in results[0]:
         for split, single in zip(results[0][name], results[1][name]):
             np.testing.assert_allclose(split, single, rtol=1e-4, atol=1e-6)
-    assert not np.array_equal(results[0]["conv3a"][1], params["conv3a"]["weights"][1])  # it trained
+    assert not np.array_equal(results[0]["conv3a"][1], initial[1])  # it trained

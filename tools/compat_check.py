@@ -122,7 +122,7 @@ def data_options(size, cifar_dir):
         return ["--data-provider=cifar-cropped", f"--inner-size={size}", f"--data-path={cifar_dir}",
                 "--train-range=1", "--test-range=6"]
     size = size or 32
-    return [f"--data-provider=dummy-cn-{3 * size * size}", f"--dp-param=batch_size={CASES_PER_BATCH}",
+    return [f"--data-provider=dummy-cn-{3 * size * size}", f"--batch-size={CASES_PER_BATCH}",
             "--train-range=1", "--test-range=2"]
 
 

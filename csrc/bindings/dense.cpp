@@ -1,5 +1,5 @@
 // Python bindings of the dense family: gemm, biases, element-wise sum/product/max,
-// dropout masks and the momentum weight update. Outputs are written in place.
+// dropout masks, the momentum weight update, column slices and the non-finite check. Outputs are written in place.
 #include "bindings/convert.h"
 #include "ops/dense.h"
 
@@ -74,6 +74,20 @@ void bind_dense(py::module_& m) {
     ops::momentumUpdate(w, g, v, epsOverCases, mom, wcEps);
   }, py::arg("weights"), py::arg("grads"), py::arg("inc"), py::arg("eps_over_cases"), py::arg("mom"),
      py::arg("wc_eps"), "inc = mom * inc + eps_over_cases * grads - wc_eps * weights; weights += inc (in place)");
+
+  m.def("copy_columns", [](py::handle src, int64_t start, py::handle targets) {
+    Tensor s = as_tensor(src, "src"), t = as_target(targets, "targets");
+    py::gil_scoped_release release;
+    ops::copyColumns(s, start, t);
+  }, py::arg("src"), py::arg("start"), py::arg("targets"),
+     "targets[:, :] = src[:, start:start + targets.shape[1]] (matrix views)");
+
+  m.def("flag_non_finite", [](py::handle t, py::handle flags, int64_t index) {
+    Tensor x = as_tensor(t, "t"), f = as_target(flags, "flags");
+    py::gil_scoped_release release;
+    ops::flagNonFinite(x, f, index);
+  }, py::arg("t"), py::arg("flags"), py::arg("index"),
+     "flags[index] = 1 when t holds a NaN or Inf; flags is left as it is otherwise");
 }
 
 }  // namespace ccn::bindings

@@ -1,4 +1,4 @@
-// Python bindings of the layer graph: ccn._core.Net (see NET_API.md). Layer dicts become
+// Python bindings of the layer graph: ccn._core.Net (see docs/net-api.md). Layer dicts become
 // LayerConfigs here, so the engine never touches Python objects; passes run with the GIL
 // released.
 #include <pybind11/stl.h>
@@ -169,6 +169,23 @@ void bind_net(py::module_& m) {
         }
         return costsDict(net);
       }, py::arg("data"), "fprop(train=True) + bprop + update; returns costs().")
+      .def("stage_batch", [](Net& net, const py::list& data) {
+        std::vector<Tensor> tensors = toDataTensors(data);
+        py::gil_scoped_release release;
+        net.stageBatch(tensors);
+      }, py::arg("data"),
+         "Copies a whole data batch to the data layers' devices (asynchronously on CUDA) as the next batch.")
+      .def("begin_batch", &Net::beginBatch, py::call_guard<py::gil_scoped_release>(),
+           "Makes the staged batch current (waiting for its copies); returns its number of cases.")
+      .def("fprop_slice", &Net::fpropSlice, py::arg("start"), py::arg("end"), py::arg("train") = false,
+           py::call_guard<py::gil_scoped_release>(), "fprop on cases [start, end) of the current batch.")
+      .def("train_slice", [](Net& net, int start, int end) {
+        {
+          py::gil_scoped_release release;
+          net.trainSlice(start, end);
+        }
+        return costsDict(net);
+      }, py::arg("start"), py::arg("end"), "train_step on cases [start, end) of the current batch; returns costs().")
       .def("costs", &costsDict, "name -> [cost, error, errorTopK], sums over the cases of the last fprop")
       .def("get_acts", [](const Net& net, const std::string& name) { return to_numpy(net.acts(name)); },
            py::arg("name"))
@@ -182,9 +199,11 @@ void bind_net(py::module_& m) {
       }, py::arg("name"), "Gradients of the objective from the last bprop (sums over the cases).")
       .def_property("rng_counter", &Net::rngCounter, &Net::setRngCounter)
       .def("check_finite", [](const Net& net) -> py::object {
-        std::string name = net.firstNonFinite();
-        return name.empty() ? py::object(py::none()) : py::object(py::str(name));
-      }, "The first layer whose weights or activations hold NaN or Inf, else None.");
+        std::string where = net.firstNonFinite();
+        return where.empty() ? py::object(py::none()) : py::object(py::str(where));
+      }, "None when every activation, gradient and weight of the last pass is finite, else where NaN or Inf "
+         "first appeared: \"the activations of layer 'x'\", \"the gradients computed by layer 'x'\" or "
+         "\"the weights of layer 'x'\".");
 }
 
 }  // namespace ccn::bindings

@@ -22,4 +22,16 @@ void synchronize_stream(void* stream);
 // Waits for all work on a device.
 void synchronize_device(int device);
 
+// Page-locked host memory: host-to-device copies from it run asynchronously.
+void* host_alloc_pinned(size_t bytes);
+void host_free_pinned(void* ptr);
+// Starts a copy of `bytes` from pinned host memory to `device` on `stream`; returns at once.
+void copy_to_device_async(void* dst, int device, const void* src, size_t bytes, void* stream);
+// Events mark a point in a stream's work.
+void* create_event(int device);
+void destroy_event(void* event);
+void record_event(void* event, void* stream);
+// Blocks the calling host thread until the work before the event's record is done.
+void synchronize_event(void* event);
+
 }  // namespace ccn::cuda

@@ -3,11 +3,15 @@
 // (R, numel / R) gradient view on a single thread, left to right, so it is repeatable.
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
 
 #include "core/philox.h"
 #include "core/thread_pool.h"
 #include "cpu/blas.h"
 #include "cpu/scale.h"
+
 #include "ops/dense.h"
 
 namespace ccn::cpu {
@@ -107,6 +111,22 @@ void momentumUpdate(Tensor& weights, const Tensor& grads, Tensor& inc, float eps
     v[i] = mom * v[i] + epsOverCases * g[i] - wcEps * w[i];
     w[i] += v[i];
   });
+}
+
+void copyColumns(const Tensor& src, int64_t start, Tensor& targets) {
+  const int64_t rows = src.rows(), from = src.cols(), n = targets.cols();
+  const float* s = src.data() + start;
+  float* t = targets.data();
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(t + r * n, s + r * from, sizeof(float) * n);
+}
+
+void flagNonFinite(const Tensor& t, Tensor& flags, int64_t index) {
+  const float* x = t.data();
+  std::atomic<bool> found{false};
+  for_each_element(t.numel(), [&](int64_t i) {
+    if (!std::isfinite(x[i])) found.store(true, std::memory_order_relaxed);
+  });
+  if (found.load()) flags.data()[index] = 1.f;
 }
 
 }  // namespace ccn::cpu

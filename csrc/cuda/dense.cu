@@ -2,6 +2,8 @@
 //   gemm:       C = sT * C + sO * op(A) op(B), row-major, op(X) = X or X^T.
 //   addBias:    targets (R, numel / R) += bias[r];  biasGrad: targets[r] = sum of row r of grads.
 //   add, mult, eltwiseMax, eltwiseMaxGrad, dropoutMask, momentumUpdate: element-wise.
+//   copyColumns: targets (R, n) = src[:, start:start + n];  flagNonFinite: flags[index] = 1
+//     when some element of t is NaN or Inf (every finding thread stores the same 1).
 // Layout: every tensor is its row-major matrix view (rows = all dims but the last).
 // Launch:
 //   gemm: 16x16 threads per block, each computing a 4x4 block of C, so a block owns a
@@ -136,6 +138,20 @@ __global__ void momentum_update_kernel(float* weights, const float* grads, float
   }
 }
 
+__global__ void copy_columns_kernel(const float* src, int64_t srcCols, int64_t start, float* targets,
+                                    int64_t cols, int64_t n) {
+  CCN_GRID_STRIDE_LOOP(i, n) {
+    int64_t r = i / cols, c = i - r * cols;
+    targets[i] = src[r * srcCols + start + c];
+  }
+}
+
+__global__ void flag_non_finite_kernel(const float* x, int64_t n, float* flag) {
+  CCN_GRID_STRIDE_LOOP(i, n) {
+    if (!(fabsf(x[i]) <= 3.402823466e+38f)) *flag = 1.f;  // false for NaN and +-Inf
+  }
+}
+
 }  // namespace
 
 void gemm(const Tensor& a, const Tensor& b, Tensor& c, bool transA, bool transB, float scaleTargets,
@@ -241,6 +257,21 @@ void momentumUpdate(Tensor& weights, const Tensor& grads, Tensor& inc, float eps
                                                                              inc.data(), n, epsOverCases, mom,
                                                                              wcEps);
   CCN_CUDA_CHECK_LAUNCH("momentum_update_kernel");
+}
+
+void copyColumns(const Tensor& src, int64_t start, Tensor& targets) {
+  int64_t n = targets.numel();
+  set_device(targets);
+  copy_columns_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(src.data(), src.cols(), start,
+                                                                          targets.data(), targets.cols(), n);
+  CCN_CUDA_CHECK_LAUNCH("copy_columns_kernel");
+}
+
+void flagNonFinite(const Tensor& t, Tensor& flags, int64_t index) {
+  int64_t n = t.numel();
+  set_device(t);
+  flag_non_finite_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(t.data(), n, flags.data() + index);
+  CCN_CUDA_CHECK_LAUNCH("flag_non_finite_kernel");
 }
 
 }  // namespace ccn::cuda

@@ -80,4 +80,35 @@ void synchronize_device(int device) {
   CCN_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+void* host_alloc_pinned(size_t bytes) {
+  void* p = nullptr;
+  if (cudaMallocHost(&p, bytes) != cudaSuccess) {
+    cudaGetLastError();
+    throw std::bad_alloc();
+  }
+  return p;
+}
+
+void host_free_pinned(void* ptr) { cudaFreeHost(ptr); }
+
+void copy_to_device_async(void* dst, int device, const void* src, size_t bytes, void* s) {
+  CCN_CUDA_CHECK(cudaSetDevice(device));
+  CCN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(s)));
+}
+
+void* create_event(int device) {
+  CCN_CUDA_CHECK(cudaSetDevice(device));
+  cudaEvent_t e;
+  CCN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return e;
+}
+
+void destroy_event(void* e) { cudaEventDestroy(static_cast<cudaEvent_t>(e)); }
+
+void record_event(void* e, void* s) {
+  CCN_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(e), static_cast<cudaStream_t>(s)));
+}
+
+void synchronize_event(void* e) { CCN_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(e))); }
+
 }  // namespace ccn::cuda

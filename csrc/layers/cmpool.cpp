@@ -1,6 +1,7 @@
 // cmpool: cross-map max pooling: output channel o is the max over input channels
 // start + o*stride + [0, size), at each pixel.
 //   input (channels * imgSizeY * imgSizeX, numCases) -> acts (outputChannels * imgSizeY * imgSizeX, numCases)
+#include "core/error.h"
 #include "net/layer.h"
 #include "ops/pool.h"
 
@@ -17,8 +18,11 @@ class CrossMapPoolLayer : public Layer {
     g.start = cfg.getInt("start", 0);
     g.stride = cfg.getInt("stride");
     g.outputs = cfg.getInt("outputChannels");
-    for (const char* key : {"channels", "imgSizeY", "imgSizeX", "size", "stride", "outputChannels"})
-      if (cfg.getInt(key) <= 0) cfg.fail(key, "must be positive, got " + std::to_string(cfg.getInt(key)));
+    try {
+      ops::checkGeometry(g);
+    } catch (const ValueError& e) {
+      cfg.failLayer(e.what());
+    }
     int64_t rows = int64_t(g.outputs) * g.pixels;
     if (outputs_ != rows)
       cfg.fail("outputs", "must be outputChannels * imgSizeY * imgSizeX = " + std::to_string(rows));

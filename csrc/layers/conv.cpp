@@ -1,6 +1,7 @@
 // conv: a convolution with weights shared across positions (see conv.h).
 #include "layers/conv.h"
 
+#include "core/error.h"
 #include "ops/dense.h"
 
 namespace ccn::net {
@@ -38,20 +39,14 @@ ConvLayer::ConvLayer(const LayerConfig& cfg, bool local) : WeightLayer(cfg, inpu
     g.modulesX = cfg.getInt("modulesX");
     g.local = local;
     const std::string at = n > 1 ? " (input " + std::to_string(i) + ")" : "";
-    for (auto [key, value] : {std::pair<const char*, int>{"channels", g.channels}, {"imgSizeY", g.imgSizeY},
-                              {"imgSizeX", g.imgSizeX}, {"filterSize", g.filterSize}, {"filters", g.numFilters},
-                              {"stride", g.stride}, {"groups", g.groups}})
-      if (value <= 0) cfg.fail(key, "must be positive, got " + std::to_string(value) + at);
-    if (g.padding < 0) cfg.fail("padding", "must be >= 0, got " + std::to_string(g.padding) + at);
-    if (g.channels % g.groups != 0 || g.numFilters % g.groups != 0)
-      cfg.fail("groups", std::to_string(g.groups) + " must divide channels (" + std::to_string(g.channels) +
-                             ") and filters (" + std::to_string(g.numFilters) + ")" + at);
+    // The geometry comes resolved from the layer file's parser; here it is only checked.
+    try {
+      ops::checkGeometry(g);
+    } catch (const ValueError& e) {
+      cfg.failLayer(e.what() + at);
+    }
     if (perInput(cfg, "filterChannels", n, g.filterChannels())[i] != g.filterChannels())
       cfg.fail("filterChannels", "must be channels / groups = " + std::to_string(g.filterChannels()) + at);
-    int modulesY = ConvGeometry::outputSize(g.imgSizeY, g.filterSize, g.padding, g.stride);
-    int modulesX = ConvGeometry::outputSize(g.imgSizeX, g.filterSize, g.padding, g.stride);
-    if (g.modulesY != modulesY) cfg.fail("modulesY", "the geometry gives " + std::to_string(modulesY) + at);
-    if (g.modulesX != modulesX) cfg.fail("modulesX", "the geometry gives " + std::to_string(modulesX) + at);
     if (outputs_ != g.hidRows())
       cfg.fail("outputs", "must be filters * modulesY * modulesX = " + std::to_string(g.hidRows()));
     geometries_.push_back(g);

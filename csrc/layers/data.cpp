@@ -1,6 +1,8 @@
-// data: the entry of a net. Its activations are a copy of the array data[dataIdx] given
-// to fprop, (outputs, numCases).
+// data: the entry of a net. Its activations (outputs, numCases) are columns [dataStart,
+// dataStart + numCases) of its data array: a batch staged on this layer's device (sliced
+// there), or the array given to fprop (copied across devices when it lives elsewhere).
 #include "net/layer.h"
+#include "ops/dense.h"
 
 namespace ccn::net {
 namespace {
@@ -13,7 +15,10 @@ class DataLayer : public Layer {
 
   int dataIndex() const override { return dataIdx_; }
   void checkInputs() const override { requireInputCount(0); }
-  void fprop(bool) override { acts().copy_from(*dataSource); }
+  void fprop(bool) override {
+    if (dataSource->device() == acts().device()) ops::copyColumns(*dataSource, dataStart, acts());
+    else acts().copy_from(*dataSource);
+  }
   void bprop() override {}
 
  private:

@@ -1,6 +1,6 @@
 // pool: local max / avg / maxabs pooling over square windows of each channel.
 //   input (channels * imgSizeY * imgSizeX, numCases) -> acts (channels * outputsY * outputsX, numCases)
-// outputsY / outputsX default to cuda-convnet's count when absent or 0.
+#include "core/error.h"
 #include "net/layer.h"
 #include "ops/pool.h"
 
@@ -22,13 +22,13 @@ class PoolLayer : public Layer {
     g.sizeX = cfg.getInt("sizeX");
     g.start = cfg.getInt("start", 0);
     g.stride = cfg.getInt("stride");
-    for (const char* key : {"channels", "imgSizeY", "imgSizeX", "sizeX", "stride"})
-      if (cfg.getInt(key) <= 0) cfg.fail(key, "must be positive, got " + std::to_string(cfg.getInt(key)));
-    g.outputsY = cfg.getInt("outputsY", 0);
-    g.outputsX = cfg.getInt("outputsX", 0);
-    if (g.outputsY == 0) g.outputsY = PoolGeometry::outputSize(g.imgSizeY, g.sizeX, g.start, g.stride);
-    if (g.outputsX == 0) g.outputsX = PoolGeometry::outputSize(g.imgSizeX, g.sizeX, g.start, g.stride);
-    if (g.outputsY <= 0 || g.outputsX <= 0) cfg.failLayer("the pooling geometry gives no outputs");
+    g.outputsY = cfg.getInt("outputsY");
+    g.outputsX = cfg.getInt("outputsX");
+    try {
+      ops::checkGeometry(g);
+    } catch (const ValueError& e) {
+      cfg.failLayer(e.what());
+    }
     int64_t rows = int64_t(g.channels) * g.outputsY * g.outputsX;
     if (outputs_ != rows) cfg.fail("outputs", "must be channels * outputsY * outputsX = " + std::to_string(rows));
   }

@@ -52,12 +52,6 @@ WeightLayer::WeightLayer(const LayerConfig& cfg, size_t numWeights) : Layer(cfg)
   std::vector<double> initW = cfg.getFloatList("initW", numWeights, 0.01);
   initW_.assign(initW.begin(), initW.end());
   initB_ = static_cast<float>(cfg.getFloat("initB", 0.0));
-  auto floats = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
-  epsW_ = floats(cfg.getScheduleStarts("epsW", numWeights, 0.0));
-  epsB_ = static_cast<float>(cfg.getScheduleStarts("epsB", 1, 0.0)[0]);
-  momW_ = floats(cfg.getFloatList("momW", numWeights, 0.0));
-  momB_ = static_cast<float>(cfg.getFloat("momB", 0.0));
-  wc_ = floats(cfg.getFloatList("wc", numWeights, 0.0));
   weights.resize(numWeights);
 }
 

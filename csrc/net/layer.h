@@ -93,6 +93,7 @@ class Layer {
   bool receivesGrad = false;       // bprop runs (it is a cost, or some consumer sends to it)
   Tensor gradStaging;              // home-device buffer for summing remote gradients
   const Tensor* dataSource = nullptr;  // data layers: the array fed to this fprop
+  int64_t dataStart = 0;               // ... and the first of its columns (cases) to take
 
  protected:
   // Errors about the inputs.
@@ -127,8 +128,9 @@ struct WeightSlot {
 
 class WeightLayer : public Layer {
  public:
-  // Reads weightSource, initW, initB and the starting learning parameters (epsW, epsB,
-  // momW, momB, wc: schedules are taken at progress 0).
+  // Reads weightSource, initW and initB. The learning parameters (eps, mom, wc) start at 0,
+  // i.e. frozen, until setLearningParams: schedules belong to the trainer, which evaluates
+  // them and sets the values before each data batch.
   WeightLayer(const LayerConfig& cfg, size_t numWeights);
 
   virtual Shape weightShape(size_t i) const = 0;
@@ -142,8 +144,6 @@ class WeightLayer : public Layer {
   // Sets eps, mom and wc of the stores this layer owns (shared weights follow their owner).
   void setLearningParams(const std::vector<float>& epsW, float epsB, const std::vector<float>& momW, float momB,
                          const std::vector<float>& wc);
-  // The same with the values of the layer dict (called by the Net once the stores exist).
-  void applyConfiguredLearningParams() { setLearningParams(epsW_, epsB_, momW_, momB_, wc_); }
 
   std::vector<WeightSlot> weights;  // set by the Net
   WeightSlot bias;
@@ -152,8 +152,6 @@ class WeightLayer : public Layer {
   std::vector<std::string> weightSources_;
   std::vector<float> initW_;
   float initB_ = 0.f;
-  std::vector<float> epsW_, momW_, wc_;
-  float epsB_ = 0.f, momB_ = 0.f;
 };
 
 class CostLayer : public Layer {

@@ -136,24 +136,6 @@ std::vector<double> LayerConfig::getFloatList(const std::string& key, size_t cou
   return has(key) ? getFloatList(key, count) : std::vector<double>(count, fallback);
 }
 
-double LayerConfig::scheduleStart(const std::string& key, const ConfigValue& v) const {
-  if (v.kind != ConfigValue::Kind::Dict) return asFloat(key, v);
-  auto base = v.dict.find("base");
-  if (base == v.dict.end()) fail(key, "a schedule dict must have a 'base'");
-  return asFloat(key, base->second);
-}
-
-std::vector<double> LayerConfig::getScheduleStarts(const std::string& key, size_t count, double fallback) const {
-  if (!has(key)) return std::vector<double>(count, fallback);
-  const ConfigValue& v = get(key);
-  if (v.kind != ConfigValue::Kind::List) return std::vector<double>(count, scheduleStart(key, v));
-  if (v.list.size() != count)
-    fail(key, "must have " + std::to_string(count) + " element(s) (one per input), got " + std::to_string(v.list.size()));
-  std::vector<double> out;
-  for (const ConfigValue& item : v.list) out.push_back(scheduleStart(key, item));
-  return out;
-}
-
 std::vector<std::string> LayerConfig::getOptionalStrings(const std::string& key, size_t count) const {
   if (!has(key)) return std::vector<std::string>(count);
   const ConfigValue& v = get(key);

@@ -1,4 +1,4 @@
-// LayerConfig: one resolved layer dict (LAYERS_SPEC.md) as plain C++ values, with typed
+// LayerConfig: one resolved layer dict (docs/layer-dicts.md) as plain C++ values, with typed
 // getters whose errors name the layer and the key ("layer 'conv1': missing key 'filterSize'").
 // The bindings build it from a Python dict; the engine never sees Python objects.
 #pragma once
@@ -48,9 +48,6 @@ class LayerConfig {
   // A list of `count` numbers; a single number stands for `count` copies of itself.
   std::vector<double> getFloatList(const std::string& key, size_t count) const;
   std::vector<double> getFloatList(const std::string& key, size_t count, double fallback) const;
-  // As getFloatList, but each element may also be a learning-rate schedule dict: its
-  // value at progress 0 (its "base") is taken.
-  std::vector<double> getScheduleStarts(const std::string& key, size_t count, double fallback) const;
   // A list of `count` strings where None / "" mean "no value" (empty string); a single
   // string stands for a one-element list. Absent: `count` empty strings.
   std::vector<std::string> getOptionalStrings(const std::string& key, size_t count) const;
@@ -64,7 +61,6 @@ class LayerConfig {
   const ConfigValue& get(const std::string& key) const;  // present, else "missing key"
   double asFloat(const std::string& key, const ConfigValue& v) const;
   int asInt(const std::string& key, const ConfigValue& v) const;
-  double scheduleStart(const std::string& key, const ConfigValue& v) const;
 
   std::map<std::string, ConfigValue> entries_;
   std::string name_;

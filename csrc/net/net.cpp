@@ -2,6 +2,7 @@
 // worker threads and their passes, and parameter access.
 #include "net/net.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -41,15 +42,6 @@ Tensor filledOnHost(const Shape& shape, float value) {
   return t;
 }
 
-bool allFinite(const Tensor& t) {
-  if (!t.defined() || t.numel() == 0) return true;
-  Tensor host = t.device().is_cpu() ? t : t.to(Device::cpu());
-  const float* p = host.data();
-  for (int64_t i = 0; i < host.numel(); ++i)
-    if (!std::isfinite(p[i])) return false;
-  return true;
-}
-
 // "name" -> (name, 0); "name[3]" -> (name, 3).
 std::pair<std::string, size_t> parseWeightSource(const std::string& text, const Layer& layer) {
   size_t open = text.find('[');
@@ -80,6 +72,10 @@ Net::Net(const std::vector<LayerConfig>& configs, const std::vector<std::string>
   }
   CCN_CHECK(!configs.empty(), "a net needs at least one layer");
   createLayers(configs);
+  std::vector<DataStager::Need> needs;
+  for (auto& layer : layers_)
+    if (layer->isData()) needs.push_back({layer->dataIndex(), layer->outputs(), layer->device, devices_[layer->device]});
+  stager_.configure(needs);
   createWeights();
   createReplicas();
   planGradients();
@@ -168,6 +164,9 @@ void Net::createWeights() {
       src = dynamic_cast<WeightLayer*>(candidate.get());
       CCN_CHECK(src, "layer '", wl->name(), "': weightSource '", source, "' names a ", candidate->type(),
                 " layer, which has no weights");
+      CCN_CHECK(src->type() == wl->type(), "layer '", wl->name(), "': weightSource '", source, "' names a ",
+                src->type(), " layer; weights are shared between layers of one type (this one is ",
+                wl->type(), ")");
     }
     CCN_CHECK(src, "layer '", wl->name(), "': weightSource '", source, "' names no layer");
     CCN_CHECK(srcIndex < src->numWeights(), "layer '", wl->name(), "': weightSource '", source, "': layer '",
@@ -184,10 +183,8 @@ void Net::createWeights() {
     slot.shared = true;
     return slot.store;
   };
-  for (WeightLayer* wl : weightLayers) {
+  for (WeightLayer* wl : weightLayers)
     for (size_t i = 0; i < wl->numWeights(); ++i) resolve(wl, i, 0);
-    wl->applyConfiguredLearningParams();
-  }
 }
 
 void Net::createReplicas() {
@@ -383,14 +380,43 @@ Tensor Net::acts(const std::string& name) const {
 }
 
 std::string Net::firstNonFinite() const {
+  // Flags per layer: [0] its activations, [1] the gradients its bprop wrote (its inputs' and
+  // its weights'), [2] its weights and biases. One flags vector per logical device.
+  enum { kActs, kGrads, kWeights, kKinds };
+  const int64_t count = static_cast<int64_t>(layers_.size()) * kKinds;
+  std::vector<Tensor> flags;
+  for (const Device& dev : devices_) flags.push_back(Tensor::zeros({count}, dev));
   for (auto& layer : layers_) {
-    if (auto* wl = dynamic_cast<WeightLayer*>(layer.get())) {
-      for (const WeightSlot& s : wl->weights)
-        if (!allFinite(s.store->weights)) return layer->name();
-      if (!allFinite(wl->bias.store->weights)) return layer->name();
+    Tensor& f = flags[layer->device];
+    const int64_t base = int64_t(layer->index) * kKinds;
+    if (haveFprop_ && layer->outputs() > 0) ops::flagNonFinite(layer->acts(), f, base + kActs);
+    auto* wl = dynamic_cast<WeightLayer*>(layer.get());
+    if (haveBprop_ && layer->receivesGrad) {
+      for (const LayerInput& in : layer->inputs)
+        if (in.sendsGrad) ops::flagNonFinite(in.grad(), flags[in.replica->device], base + kGrads);
+      if (wl) {
+        for (const WeightSlot& s : wl->weights)
+          if (s.computesGrad()) ops::flagNonFinite(s.store->grad, f, base + kGrads);
+        if (wl->bias.computesGrad()) ops::flagNonFinite(wl->bias.store->grad, f, base + kGrads);
+      }
     }
-    if (haveFprop_ && layer->outputs() > 0 && !allFinite(layer->acts())) return layer->name();
+    if (wl) {
+      for (const WeightSlot& s : wl->weights) ops::flagNonFinite(s.store->weights, f, base + kWeights);
+      ops::flagNonFinite(wl->bias.store->weights, f, base + kWeights);
+    }
   }
+  std::vector<float> found(count, 0.f);
+  for (Tensor& f : flags) {
+    Tensor host = f.to(Device::cpu());
+    for (int64_t i = 0; i < count; ++i) found[i] = std::max(found[i], host.data()[i]);
+  }
+  auto flagged = [&](const Layer& l, int kind) { return found[int64_t(l.index) * kKinds + kind] != 0.f; };
+  for (auto& layer : layers_)
+    if (flagged(*layer, kActs)) return "the activations of layer '" + layer->name() + "'";
+  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it)
+    if (flagged(**it, kGrads)) return "the gradients computed by layer '" + (*it)->name() + "'";
+  for (auto& layer : layers_)
+    if (flagged(*layer, kWeights)) return "the weights of layer '" + layer->name() + "'";
   return "";
 }
 
@@ -416,16 +442,60 @@ int Net::prepareData(const std::vector<Tensor>& data, bool train) {
     CCN_CHECK(t.cols() == numCases, "data[", idx, "] has ", t.cols(), " cases (columns) but data[", firstIdx,
               "] has ", numCases);
     layer->dataSource = &t;
+    layer->dataStart = 0;
   }
   CCN_CHECK(numCases > 0, "the net has no data layer");
-  if (numCases != numCases_) resize(numCases);
-  if (train)
-    for (auto& layer : layers_) layer->reserveRandom(seed_, rngCounter_);
+  prepareCases(numCases, train);
   return numCases;
 }
 
+int Net::prepareSlice(int start, int end, bool train) {
+  const int total = stager_.frontCases();
+  CCN_CHECK(total > 0, "no data batch is loaded (stage_batch, then begin_batch)");
+  CCN_CHECK(start >= 0 && start < end && end <= total, "cases [", start, ", ", end,
+            ") are not a range within the current batch's ", total, " cases");
+  for (auto& layer : layers_) {
+    if (!layer->isData()) continue;
+    layer->dataSource = &stager_.front(layer->dataIndex(), layer->device);
+    layer->dataStart = start;
+  }
+  prepareCases(end - start, train);
+  return end - start;
+}
+
+void Net::prepareCases(int numCases, bool train) {
+  if (numCases != numCases_) resize(numCases);
+  if (train)
+    for (auto& layer : layers_) layer->reserveRandom(seed_, rngCounter_);
+}
+
+void Net::stageBatch(const std::vector<Tensor>& data) { stager_.stage(data); }
+
+int Net::beginBatch() { return stager_.swap(); }
+
+void Net::fpropSlice(int start, int end, bool train) {
+  int numCases = prepareSlice(start, end, train);
+  Pass pass;
+  pass.steps = kFprop;
+  pass.train = train;
+  pass.numCases = numCases;
+  runPass(pass);
+  haveFprop_ = true;
+  haveBprop_ = false;
+}
+
+void Net::trainSlice(int start, int end) {
+  int numCases = prepareSlice(start, end, true);
+  Pass pass;
+  pass.steps = kFprop | kBprop | kUpdate;
+  pass.train = true;
+  pass.numCases = numCases;
+  runPass(pass);
+  haveFprop_ = haveBprop_ = true;
+}
+
 void Net::resize(int numCases) {
-  haveFprop_ = false;
+  haveFprop_ = haveBprop_ = false;
   for (auto& layer : layers_) {
     if (layer->outputs() > 0) {
       Shape shape{layer->outputs(), numCases};
@@ -456,6 +526,7 @@ void Net::fprop(const std::vector<Tensor>& data, bool train) {
   pass.numCases = numCases;
   runPass(pass);
   haveFprop_ = true;
+  haveBprop_ = false;
 }
 
 void Net::bprop() {
@@ -463,6 +534,7 @@ void Net::bprop() {
   Pass pass;
   pass.steps = kBprop;
   runPass(pass);
+  haveBprop_ = true;
 }
 
 void Net::update(int numCases) {
@@ -480,7 +552,7 @@ void Net::trainStep(const std::vector<Tensor>& data) {
   pass.train = true;
   pass.numCases = numCases;
   runPass(pass);
-  haveFprop_ = true;
+  haveFprop_ = haveBprop_ = true;
 }
 
 void Net::runPass(const Pass& pass) {
@@ -498,7 +570,7 @@ void Net::runPass(const Pass& pass) {
   }
   for (auto& layer : layers_) layer->dataSource = nullptr;  // the caller's arrays are not kept
   if (error) {
-    haveFprop_ = false;  // buffers may be half written
+    haveFprop_ = haveBprop_ = false;  // buffers may be half written
     std::rethrow_exception(error);
   }
 }

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/device.h"
+#include "net/data_stager.h"
 #include "net/layer.h"
 
 namespace ccn::net {
@@ -43,6 +44,16 @@ class Net {
   // fprop(train) + bprop + update(numCases of the data) in one pass of the workers.
   void trainStep(const std::vector<Tensor>& data);
 
+  // The device-resident data path (see DataStager): stageBatch copies a whole data batch to
+  // the devices of the data layers (asynchronously on CUDA, into the back buffer, so it may
+  // overlap the passes on the current batch); beginBatch makes it current and returns its
+  // number of cases; the slice passes take cases [start, end) of the current batch as their
+  // minibatch, sliced on the device.
+  void stageBatch(const std::vector<Tensor>& data);
+  int beginBatch();
+  void fpropSlice(int start, int end, bool train);
+  void trainSlice(int start, int end);
+
   // (cost layer name, its cost summed over the cases of the last fprop), in layer order.
   std::vector<std::pair<std::string, CostResult>> costs() const;
   // A layer's activations (a view of the net's buffer, valid until the next pass),
@@ -62,7 +73,10 @@ class Net {
 
   uint64_t rngCounter() const { return rngCounter_; }
   void setRngCounter(uint64_t counter) { rngCounter_ = counter; }
-  // The first layer (in layer order) whose weights or activations hold NaN or Inf; "" if none.
+  // Where NaN or Inf first appeared in the last pass, checked on the devices (one flag per
+  // buffer, one copy back per device): "" if nowhere, else "the activations of layer 'x'"
+  // (forward pass, layer order), "the gradients computed by layer 'x'" (backward pass,
+  // reverse layer order) or "the weights of layer 'x'" (after the update).
   std::string firstNonFinite() const;
 
  private:
@@ -93,6 +107,8 @@ class Net {
 
   // per call
   int prepareData(const std::vector<Tensor>& data, bool train);
+  int prepareSlice(int start, int end, bool train);
+  void prepareCases(int numCases, bool train);
   void resize(int numCases);
   void runPass(const Pass& pass);
 
@@ -116,6 +132,8 @@ class Net {
   std::vector<bool> sendsToOtherDevice_;
   int numCases_ = 0;      // batch size the buffers are allocated for
   bool haveFprop_ = false;
+  bool haveBprop_ = false;  // the gradient buffers hold the last pass's bprop
+  DataStager stager_;
 
   std::vector<std::unique_ptr<Worker>> workers_;
   std::mutex mutex_;

@@ -21,9 +21,8 @@ int ConvGeometry::outputSize(int imgSize, int filterSize, int padding, int strid
 }
 
 namespace ops {
-namespace {
 
-void check_geometry(const ConvGeometry& g) {
+void checkGeometry(const ConvGeometry& g) {
   check_positive(g.channels, "channels");
   check_positive(g.imgSizeY, "imgSizeY");
   check_positive(g.imgSizeX, "imgSizeX");
@@ -49,6 +48,10 @@ void check_geometry(const ConvGeometry& g) {
   CCN_CHECK(g.numFilters % g.groups == 0, "parameter 'groups' (", g.groups, ") must divide numFilters (",
             g.numFilters, ")");
 }
+
+namespace {
+
+void check_geometry(const ConvGeometry& g) { checkGeometry(g); }
 
 // The batch size, read from the argument whose last dimension is the image index.
 int64_t num_images(const Tensor& t, const char* name) {

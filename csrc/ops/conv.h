@@ -38,6 +38,8 @@ struct ConvGeometry {
 
 namespace ops {
 #include "ops/conv.inc"
+// Throws ValueError unless g is a geometry the conv routines accept (every routine checks it).
+void checkGeometry(const ConvGeometry& g);
 }
 namespace cpu {
 #include "ops/conv.inc"

@@ -114,4 +114,25 @@ void momentumUpdate(Tensor& weights, const Tensor& grads, Tensor& inc, float eps
   CCN_DISPATCH(d, momentumUpdate, weights, grads, inc, epsOverCases, mom, wcEps);
 }
 
+void copyColumns(const Tensor& src, int64_t start, Tensor& targets) {
+  Device d = common_device({{"src", &src}, {"targets", &targets}});
+  check_matrix(src, "src", src.rows(), src.cols());
+  check_matrix(targets, "targets", src.rows(), targets.cols());
+  CCN_CHECK(start >= 0 && targets.cols() > 0 && start + targets.cols() <= src.cols(), "copyColumns: columns [",
+            start, ", ", start + targets.cols(), ") are not within the ", src.cols(), " columns of src");
+  check_disjoint(targets, "targets", src, "src");
+  CCN_DISPATCH(d, copyColumns, src, start, targets);
+}
+
+void flagNonFinite(const Tensor& t, Tensor& flags, int64_t index) {
+  Device d = common_device({{"t", &t}, {"flags", &flags}});
+  check_tensor(t, "t");
+  check_tensor(flags, "flags");
+  CCN_CHECK(index >= 0 && index < flags.numel(), "flagNonFinite: index ", index, " is outside flags (",
+            flags.numel(), " elements)");
+  check_disjoint(flags, "flags", t, "t");
+  if (t.numel() == 0) return;
+  CCN_DISPATCH(d, flagNonFinite, t, flags, index);
+}
+
 }  // namespace ccn::ops

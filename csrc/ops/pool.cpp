@@ -35,7 +35,9 @@ void check_windows(int extent, int size, int start, int stride, int outputs, con
             " starts at ", lastStart, ", outside ", extentName, " = ", extent);
 }
 
-void check_geometry(const PoolGeometry& g) {
+}  // namespace
+
+void checkGeometry(const PoolGeometry& g) {
   check_positive(g.channels, "channels");
   check_positive(g.imgSizeY, "imgSizeY");
   check_positive(g.imgSizeX, "imgSizeX");
@@ -47,7 +49,7 @@ void check_geometry(const PoolGeometry& g) {
   check_windows(g.imgSizeX, g.sizeX, g.start, g.stride, g.outputsX, "imgSizeX", "outputsX");
 }
 
-void check_geometry(const CrossMapPoolGeometry& g) {
+void checkGeometry(const CrossMapPoolGeometry& g) {
   check_positive(g.channels, "channels");
   check_positive(g.pixels, "pixels");
   check_positive(g.size, "size");
@@ -55,6 +57,8 @@ void check_geometry(const CrossMapPoolGeometry& g) {
   check_positive(g.outputs, "outputs");
   check_windows(g.channels, g.size, g.start, g.stride, g.outputs, "channels", "outputs");
 }
+
+namespace {
 
 int64_t image_rows(const PoolGeometry& g) { return int64_t{g.channels} * g.imgSizeY * g.imgSizeX; }
 int64_t pooled_rows(const PoolGeometry& g) { return int64_t{g.channels} * g.outputsY * g.outputsX; }
@@ -64,7 +68,7 @@ int64_t pooled_rows(const PoolGeometry& g) { return int64_t{g.channels} * g.outp
 void localPool(const Tensor& images, Tensor& targets, const PoolGeometry& g, PoolKind kind, float scaleTargets,
                float scaleOutput) {
   Device d = common_device({{"images", &images}, {"targets", &targets}});
-  check_geometry(g);
+  checkGeometry(g);
   int64_t numImages = images.cols();
   check_matrix(images, "images", image_rows(g), numImages);
   check_matrix(targets, "targets", pooled_rows(g), numImages);
@@ -75,7 +79,7 @@ void localMaxUndo(const Tensor& images, const Tensor& maxActs, const Tensor& out
                   const PoolGeometry& g, float scaleTargets, float scaleOutput) {
   Device d = common_device(
       {{"images", &images}, {"maxActs", &maxActs}, {"outGrads", &outGrads}, {"targets", &targets}});
-  check_geometry(g);
+  checkGeometry(g);
   int64_t numImages = images.cols();
   check_matrix(images, "images", image_rows(g), numImages);
   check_matrix(maxActs, "maxActs", pooled_rows(g), numImages);
@@ -87,7 +91,7 @@ void localMaxUndo(const Tensor& images, const Tensor& maxActs, const Tensor& out
 void localAvgUndo(const Tensor& outGrads, Tensor& targets, const PoolGeometry& g, float scaleTargets,
                   float scaleOutput) {
   Device d = common_device({{"outGrads", &outGrads}, {"targets", &targets}});
-  check_geometry(g);
+  checkGeometry(g);
   int64_t numImages = outGrads.cols();
   check_matrix(outGrads, "outGrads", pooled_rows(g), numImages);
   check_matrix(targets, "targets", image_rows(g), numImages);
@@ -97,7 +101,7 @@ void localAvgUndo(const Tensor& outGrads, Tensor& targets, const PoolGeometry& g
 void crossMapMaxPool(const Tensor& images, Tensor& targets, const CrossMapPoolGeometry& g, float scaleTargets,
                      float scaleOutput) {
   Device d = common_device({{"images", &images}, {"targets", &targets}});
-  check_geometry(g);
+  checkGeometry(g);
   int64_t numImages = images.cols();
   check_matrix(images, "images", int64_t{g.channels} * g.pixels, numImages);
   check_matrix(targets, "targets", int64_t{g.outputs} * g.pixels, numImages);
@@ -108,7 +112,7 @@ void crossMapMaxPoolUndo(const Tensor& images, const Tensor& maxActs, const Tens
                          const CrossMapPoolGeometry& g, float scaleTargets, float scaleOutput) {
   Device d = common_device(
       {{"images", &images}, {"maxActs", &maxActs}, {"outGrads", &outGrads}, {"targets", &targets}});
-  check_geometry(g);
+  checkGeometry(g);
   int64_t numImages = images.cols();
   int64_t imageRows = int64_t{g.channels} * g.pixels, pooledRows = int64_t{g.outputs} * g.pixels;
   check_matrix(images, "images", imageRows, numImages);

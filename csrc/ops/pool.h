@@ -36,6 +36,9 @@ struct CrossMapPoolGeometry {
 
 namespace ops {
 #include "ops/pool.inc"
+// Throw ValueError unless g is a geometry the pool routines accept (every routine checks it).
+void checkGeometry(const PoolGeometry& g);
+void checkGeometry(const CrossMapPoolGeometry& g);
 }
 namespace cpu {
 #include "ops/pool.inc"

@@ -1,4 +1,4 @@
-"""cuda-convnet's two layer files -> the resolved layer list of LAYERS_SPEC.md.
+"""cuda-convnet's two layer files -> the resolved layer list of docs/layer-dicts.md.
 
 A net is described by two INI files, as in cuda-convnet:
 
@@ -12,14 +12,17 @@ A net is described by two INI files, as in cuda-convnet:
   layer-params file wins. The layer-params file is re-read on resume:
   ``load_layer_params`` updates an already resolved list in place.
 
-``load_layers`` returns a list of plain dicts in topological order (see LAYERS_SPEC.md
+This module owns the layer-file semantics; the engine owns what has memory (weight shapes,
+initial weights, weightSource binding): see docs/DESIGN.md. ``load_layers`` returns a list
+of plain dicts in topological order (see docs/layer-dicts.md
 for every key). Each ``type=`` has one parser class registered in ``LAYER_PARSERS``;
 adding a layer type means adding one class. Keys are matched case-insensitively (as
 cuda-convnet's ConfigParser did), and a key a type does not know is an error, so a typo
 never passes silently. Every error is a ``ConfigError`` naming the file, the [section]
 and the key.
 
-Derived sizes (cuda-convnet's formulas; rows and columns separately):
+Derived sizes (cuda-convnet's formulas, computed by the engine's ConvGeometry.output_size
+and PoolGeometry.output_size; rows and columns separately):
   conv/local:  modules = 1 + ceil((2*padding + imgSize - filterSize) / stride)
   pool:        outputs = ceil((imgSize - start - sizeX) / stride) + 1   (when outputsX=0)
   cmpool:      outputChannels = ceil((channels - start - size) / stride) + 1   (when 0)
@@ -46,6 +49,8 @@ import numbers
 import re
 import sys
 
+from . import _core
+
 __all__ = [
     "ConfigError",
     "LAYER_PARSERS",
@@ -55,8 +60,8 @@ __all__ = [
     "load_layer_params",
     "parse_schedule",
     "schedule_value",
-    "weight_shapes",
-    "bias_shape",
+    "learning_params",
+    "set_learning_params",
 ]
 
 
@@ -424,12 +429,20 @@ def _ceil_div(a, b):
     return -((-a) // b)
 
 
-def _conv_output_size(img_size, filter_size, padding, stride):
-    return 1 + _ceil_div(2 * padding + img_size - filter_size, stride)
+def _conv_output_size(sec, key, img_size, filter_size, padding, stride):
+    """Modules along one axis; the formula is the engine's (ConvGeometry.output_size)."""
+    try:
+        return _core.ConvGeometry.output_size(img_size, filter_size, padding, stride)
+    except (ValueError, TypeError) as err:
+        raise sec.error(key, str(err)) from None
 
 
-def _pool_output_size(img_size, size, start, stride):
-    return _ceil_div(img_size - start - size, stride) + 1
+def _pool_output_size(sec, key, img_size, size, start, stride):
+    """Pooling outputs along one axis; the formula is the engine's (PoolGeometry.output_size)."""
+    try:
+        return _core.PoolGeometry.output_size(img_size, size, start, stride)
+    except (ValueError, TypeError) as err:
+        raise sec.error(key, str(err)) from None
 
 
 def _is_spatial(layer):
@@ -585,10 +598,6 @@ class LayerParser:
     def apply_params(self, source, layer, layers_by_name):
         """Sets the learning/tunable values from a _ParamSource (default: the type has none)."""
 
-    def weight_shapes(self, layer, layers_by_name):
-        """(rows, cols) of each weight matrix (default: no weights)."""
-        return []
-
 
 @register_layer_parser
 class DataLayerParser(LayerParser):
@@ -632,10 +641,13 @@ class _WeightLayerParser(LayerParser):
                                                 "empty for an unshared matrix)")
             sources = [_weight_source(sec, entry) for entry in entries]
             if any(sources):
-                layer["weightSource"] = sources  # (layer, index) pairs until _resolve_weight_sources
+                # "layer" or "layer[index]" per matrix, "" for its own; the engine binds them
+                names = ["" if src is None else src[0] if src[1] == 0 else f"{src[0]}[{src[1]}]"
+                         for src in sources]
+                layer["weightSource"] = names if self.type_name == "fc" or count > 1 else names[0]
 
     def apply_params(self, source, layer, layers_by_name):
-        count = len(self.weight_shapes(layer, layers_by_name))
+        count = len(layer["inputs"])  # one weight matrix per input
 
         def schedules(sec, key):
             return sec.get_list(key, count, parse_schedule)
@@ -725,8 +737,8 @@ class ConvLayerParser(_WeightLayerParser):
             if filter_size[i] > min(size_y, size_x) + 2 * padding[i]:
                 raise sec.error("filterSize", f"{filter_size[i]} is larger than the padded image "
                                               f"({size_y}x{size_x} with padding {padding[i]}){at}")
-            modules = (_conv_output_size(size_y, filter_size[i], padding[i], stride[i]),
-                       _conv_output_size(size_x, filter_size[i], padding[i], stride[i]))
+            modules = (_conv_output_size(sec, "filterSize", size_y, filter_size[i], padding[i], stride[i]),
+                       _conv_output_size(sec, "filterSize", size_x, filter_size[i], padding[i], stride[i]))
             totals.add(filters[i] * groups[i])  # as in cuda-convnet, filters= counts one group's filters
             per_input.append(dict(channels=channels, imgSizeY=size_y, imgSizeX=size_x, filterSize=filter_size[i],
                                   padding=padding[i], stride=stride[i], groups=groups[i],
@@ -750,21 +762,6 @@ class ConvLayerParser(_WeightLayerParser):
         self.resolve_init(sec, layer, n)
         _set_output(layer, total, modules_y, modules_x)
 
-    def weight_shapes(self, layer, layers_by_name):
-        n = len(layer["inputs"])
-
-        def each(key):
-            value = layer[key]
-            return value if isinstance(value, list) else [value] * n
-
-        shapes = []
-        for channels, size in zip(each("filterChannels"), each("filterSize")):
-            rows = channels * size ** 2
-            if self.local:
-                rows *= layer["modulesY"] * layer["modulesX"]
-            shapes.append((rows, layer["filters"]))
-        return shapes
-
 
 @register_layer_parser
 class LocalLayerParser(ConvLayerParser):
@@ -787,9 +784,6 @@ class FcLayerParser(_WeightLayerParser):
         _set_output(layer, outputs=sec.get_int("outputs", minimum=1))
         self.resolve_init(sec, layer, len(inputs))
 
-    def weight_shapes(self, layer, layers_by_name):
-        return [(layers_by_name[name]["outputs"], layer["outputs"]) for name in layer["inputs"]]
-
 
 @register_layer_parser
 class PoolLayerParser(LayerParser):
@@ -811,8 +805,8 @@ class PoolLayerParser(LayerParser):
         # cuda-convnet's images are square: outputsX alone sets both sizes of a square image
         y_key = "outputsY" if sec.has("outputsY") or size_y != size_x else "outputsX"
         outputs_y = sec.get_int(y_key, 0, minimum=0)
-        outputs_y = outputs_y or _pool_output_size(size_y, size, start, stride)
-        outputs_x = outputs_x or _pool_output_size(size_x, size, start, stride)
+        outputs_y = outputs_y or _pool_output_size(sec, y_key, size_y, size, start, stride)
+        outputs_x = outputs_x or _pool_output_size(sec, "outputsX", size_x, size, start, stride)
         for key, count, img in ((y_key, outputs_y, size_y), ("outputsX", outputs_x, size_x)):
             if start + (count - 1) * stride >= img:
                 raise sec.error(key, f"{count} outputs with start {start} and stride {stride} "
@@ -837,7 +831,7 @@ class CrossMapPoolLayerParser(LayerParser):
         if sec.has("outputs") and sec.has("outputChannels"):
             raise sec.error("outputs", "give either outputs or outputChannels, not both")
         key = "outputs" if sec.has("outputs") else "outputChannels"
-        out_channels = sec.get_int(key, 0, minimum=0) or _pool_output_size(channels, size, start, stride)
+        out_channels = sec.get_int(key, 0, minimum=0) or _pool_output_size(sec, key, channels, size, start, stride)
         covered = start + (out_channels - 1) * stride + size
         if covered < channels:
             raise sec.error(key, f"{out_channels} outputs cover only {covered} of {channels} channels")
@@ -1190,50 +1184,6 @@ def _topological_order(names, inputs_of, sections):
     return order
 
 
-def _resolve_weight_sources(layers_by_name, parsers, sections):
-    """Checks every weightSource (exists, same type and gpu, same shape) and rewrites it as the
-    owner of the matrix: "layer" (index 0) or "layer[index]"; fc keeps a list ("" = own)."""
-    shapes = {name: parsers[name].weight_shapes(layer, layers_by_name) for name, layer in layers_by_name.items()}
-    raw = {name: layer["weightSource"] for name, layer in layers_by_name.items() if "weightSource" in layer}
-
-    def owner(name, index, seen):
-        entry = raw.get(name, [None] * (index + 1))[index]
-        if entry is None:
-            return name, index
-        if (name, index) in seen:
-            raise sections[name].error("weightSource", f"circular weight sharing through {name}[{index}]")
-        return owner(*entry, seen | {(name, index)})
-
-    for name, sources in raw.items():
-        sec, layer = sections[name], layers_by_name[name]
-        resolved = []
-        for index, entry in enumerate(sources):
-            if entry is None:
-                resolved.append("")
-                continue
-            source_name, source_index = entry
-            if source_name not in layers_by_name:
-                raise sec.error("weightSource", f"no layer named '{source_name}'")
-            source = layers_by_name[source_name]
-            if source["type"] != layer["type"]:
-                raise sec.error("weightSource", f"'{source_name}' is a {source['type']} layer, not {layer['type']}")
-            if source["gpu"] != layer["gpu"]:
-                raise sec.error("weightSource", f"'{source_name}' runs on gpu {source['gpu']}, "
-                                                f"this layer on gpu {layer['gpu']}")
-            if source_index >= len(shapes[source_name]):
-                raise sec.error("weightSource", f"'{source_name}' has {len(shapes[source_name])} weight matrices; "
-                                                f"index {source_index} does not exist")
-            if (source_name, source_index) == (name, index):
-                raise sec.error("weightSource", f"matrix {index} cannot share with itself")
-            if shapes[source_name][source_index] != shapes[name][index]:
-                raise sec.error("weightSource", f"'{source_name}[{source_index}]' has shape "
-                                                f"{shapes[source_name][source_index]}, this layer needs "
-                                                f"{shapes[name][index]}")
-            owner_name, owner_index = owner(source_name, source_index, {(name, index)})
-            resolved.append(owner_name if owner_index == 0 else f"{owner_name}[{owner_index}]")
-        layer["weightSource"] = resolved if layer["type"] == "fc" or len(resolved) > 1 else resolved[0]
-
-
 def _apply_params_file(params_path, layers, parsers, def_sections, resuming):
     """Reads the layer-params file and applies it to every layer (in place)."""
     sections = {sec.name: sec for sec in _read_ini(params_path)}
@@ -1253,7 +1203,7 @@ def _apply_params_file(params_path, layers, parsers, def_sections, resuming):
 
 
 def load_layers(layer_def_path, layer_params_path, data_dims):
-    """Parses both layer files into the resolved layer list of LAYERS_SPEC.md.
+    """Parses both layer files into the resolved layer list of docs/layer-dicts.md.
 
     data_dims maps a dataIdx to (channels, imgSizeY, imgSizeX) or to an int (flat rows).
     Raises ConfigError (a ValueError) naming file, section and key on any problem."""
@@ -1309,7 +1259,6 @@ def load_layers(layer_def_path, layer_params_path, data_dims):
         parsers[name].resolve(owner_section[name], layer, inputs, data_dims)
         resolved.append(layer)
 
-    _resolve_weight_sources(layers, parsers, owner_section)
     _apply_params_file(layer_params_path, resolved, parsers,
                        {sec.name: sec for sec in sections}, resuming=False)
     return resolved
@@ -1328,22 +1277,20 @@ def load_layer_params(layer_params_path, layers):
     return layers
 
 
-def weight_shapes(layer, layers):
-    """(rows, cols) of each weight matrix of a resolved layer ([] when it has none).
-    layers: the resolved list (or a dict name -> layer), needed for fc input sizes."""
-    by_name = layers if isinstance(layers, dict) else {entry["name"]: entry for entry in layers}
-    return LAYER_PARSERS[layer["type"]]().weight_shapes(layer, by_name)
+def learning_params(layer, progress, rng=None):
+    """(epsW, epsB, momW, momB, wc) of a weight layer at training progress in [0, 1]: the
+    schedules evaluated, as Net.set_learning_params takes them (rng: the draws of noisy
+    schedules)."""
+    return ([schedule_value(s, progress, rng) for s in layer["epsW"]], schedule_value(layer["epsB"], progress, rng),
+            list(layer["momW"]), layer["momB"], list(layer["wc"]))
 
 
-def bias_shape(layer):
-    """Length of the bias vector of a conv, local or fc layer (None for other types)."""
-    if layer["type"] == "fc":
-        return layer["outputs"]
-    if layer["type"] == "conv" and layer["sharedBiases"]:
-        return layer["filters"]
-    if layer["type"] in ("conv", "local"):
-        return layer["filters"] * layer["modulesY"] * layer["modulesX"]
-    return None
+def set_learning_params(net, layers, progress, rng=None):
+    """Sets every weight layer's learning parameters on net at progress in [0, 1]. The engine
+    starts with all of them 0 (frozen): the schedules are evaluated here only."""
+    for layer in layers:
+        if "epsW" in layer:
+            net.set_learning_params(layer["name"], *learning_params(layer, progress, rng))
 
 
 def output_layer(layers_by_name, name):

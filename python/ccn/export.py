@@ -2,7 +2,7 @@
 
 Writes a checkpoint's weights as one file for use outside ccn: every weight matrix as
 "<layer>.weights.<i>" (i: the input it applies to) and every bias vector as
-"<layer>.biases", float32, in the engine's layouts (DESIGN.md): conv
+"<layer>.biases", float32, in the engine's layouts (docs/DESIGN.md): conv
 (filterChannels*filterSize^2, filters) with rows ordered (channel, row, col), local
 (modules*filterChannels*filterSize^2, filters), fc (inputs, outputs); biases (filters,),
 (filters*modules,) for untied biases, (outputs,) for fc.

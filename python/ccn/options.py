@@ -6,6 +6,8 @@ layer definition is fixed once trained, the layer-params file is re-read on ever
 import argparse
 import sys
 
+from . import data
+
 # Options that cannot change when a run is resumed.
 FIXED_ON_RESUME = ("layer_def", "data_provider")
 
@@ -38,22 +40,6 @@ def _bool(text):
     if str(text).lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected 0 or 1, got '{text}'")
-
-
-def _dp_param(text):
-    key, sep, value = str(text).partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got '{text}'")
-    return key.strip(), value.strip()
-
-
-class _DictAppend(argparse.Action):
-    """Repeated KEY=VALUE options collected into one dict."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        collected = dict(getattr(namespace, self.dest, None) or {})
-        collected[values[0]] = values[1]
-        setattr(namespace, self.dest, collected)
 
 
 def _devices(text):
@@ -128,19 +114,16 @@ DEFAULTS = {
     "check_grads": False,
     "multiview_test": False,
     "logreg_name": None,
-    "crop_border": 4,
-    "inner_size": 0,
-    "color_noise": 0.0,
     "write_features": None,
     "feature_path": None,
     "finetune": None,
     "seed": 0,
     "max_batches": 0,
-    "dp_params": None,
-    "scalar_mean": None,
     "layer_path": "",
     "save_file": None,
 }
+# Each provider declares the options it takes (ccn.data.ProviderOption).
+DEFAULTS.update({name: option.default for name, (option, _) in data.provider_options().items()})
 
 
 def build_parser():
@@ -154,13 +137,12 @@ def build_parser():
     a("--save-file", dest="save_file", help="the run directory for the checkpoints (instead of a new one under "
                                            "--save-path)")
     a("--layer-path", dest="layer_path", help="folder prefixed to relative --layer-def / --layer-params paths")
-    a("--scalar-mean", dest="scalar_mean", type=float, help="cifar providers: subtract this value from every pixel "
-                                                          "instead of the mean image (-1: the mean image)")
+
     a("--layer-def", dest="layer_def", help="layer definition file (architecture)")
     a("--layer-params", dest="layer_params", help="layer parameter file (learning rates, ...)")
     a("--data-path", dest="data_path", help="data directory (provider default when omitted)")
     a("--save-path", dest="save_path", help="directory for checkpoints (default: runs)")
-    a("--data-provider", dest="data_provider", help="fashion-mnist | cifar | cifar-cropped | dummy")
+    a("--data-provider", dest="data_provider", help=" | ".join(sorted(data.PROVIDERS)))
     a("--train-range", dest="train_range", type=_range, help="training batch numbers, e.g. 1-6")
     a("--test-range", dest="test_range", type=_range, help="test batch numbers, e.g. 7")
     a("--test-freq", dest="test_freq", type=int, help="test (and save) every this many training batches; 0: once per epoch")
@@ -172,17 +154,15 @@ def build_parser():
     a("--check-grads", dest="check_grads", type=_bool, help="check the net's gradients numerically and exit")
     a("--multiview-test", dest="multiview_test", type=_bool, help="average predictions over the provider's views when testing")
     a("--logreg-name", dest="logreg_name", help="the cost.logreg layer for multiview testing")
-    a("--crop-border", dest="crop_border", type=int, help="cifar-cropped: pixels cropped from each border")
-    a("--inner-size", dest="inner_size", type=int, help="cifar-cropped: size of the crops (overrides --crop-border); "
-                                                         "dummy: the image size; refused by other providers")
-    a("--dp-param", dest="dp_params", type=_dp_param, action=_DictAppend, metavar="KEY=VALUE",
-      help="a data-provider parameter, e.g. batch_size=16 for dummy (repeatable)")
-    a("--color-noise", dest="color_noise", type=float, help="standard deviation of per-channel colour noise")
     a("--write-features", dest="write_features", help="write this layer's outputs on the test set and exit")
     a("--feature-path", dest="feature_path", help="directory for --write-features")
     a("--finetune", dest="finetune", help="start from this checkpoint's weights (layers whose shapes changed are re-initialised)")
     a("--seed", dest="seed", type=int, help="random seed (weights, dropout, data order)")
     a("--max-batches", dest="max_batches", type=int, help="stop after this many training batches (0: no limit)")
+    group = p.add_argument_group("data provider options")
+    for name, (option, providers) in data.provider_options().items():
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_bool if option.type is bool else option.type,
+                           help=f"{', '.join(providers)}: {option.help} (default {option.default})")
     add_originals(p, CONVNET_REFUSED, CONVNET_NO_EFFECT)
     return p
 

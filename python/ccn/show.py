@@ -8,7 +8,7 @@ opens the figures in a window where a display exists):
   checkpoint's ``train_outputs`` / ``test_outputs`` lists of
   ``(epoch, batchnum, {layer: [cost, error, topk error] averages}, cases)``.
 * ``--show-filters=<conv|local|fc layer>``: the layer's weights drawn as filters. Layouts
-  (DESIGN.md): conv ``(filterChannels*filterSize^2, filters)`` with rows ordered (channel,
+  (docs/DESIGN.md): conv ``(filterChannels*filterSize^2, filters)`` with rows ordered (channel,
   row, col); local ``(modules*filterChannels*filterSize^2, filters)``, modules outermost
   (a few random modules are drawn); fc ``(inputs, outputs)``, whose rows follow the input
   layer's (channel, row, col) order when that input is an image. Three-channel filters are

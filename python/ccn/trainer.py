@@ -41,15 +41,6 @@ def choose_devices(requested, layers):
     return requested
 
 
-def _literal(text):
-    """A --dp-param value for a parameter without a scalar default: a Python literal."""
-    import ast
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise ValueError(text) from None
-
-
 def _slices(num_cases, mini):
     return [(s, min(s + mini, num_cases)) for s in range(0, num_cases, mini)]
 
@@ -86,7 +77,6 @@ class Trainer:
         self.op = op
         self.state = state or {}
         self.run_dir = run_dir
-        self.rng = np.random.default_rng(op["seed"])
         self.train_dp = self._provider(op["train_range"], test=False) if not op["test_only"] else None
         self.test_dp = self._provider(op["test_range"], test=True, multiview=op["multiview_test"])
         dp = self.test_dp
@@ -105,46 +95,24 @@ class Trainer:
         self.epoch, self.batchnum = self.state.get("epoch", 1), self.state.get("batchnum", 0)
         self.batches_done = self.state.get("batches_done", 0)
         self._init_params()
+        self._set_learning_params()
         if "rng_counter" in self.state and not op.get("finetune"):
             self.net.rng_counter = self.state["rng_counter"]
 
     # -- setup -------------------------------------------------------------------------
     def _provider(self, batch_range, test, multiview=False):
-        """The provider, given the options it declares (its parameters); an option the user
-        set that the provider does not take is refused, never ignored."""
-        op, name = self.op, self.op["data_provider"]
-        accepted = data.provider_parameters(name)
-        params = dict(seed=op["seed"])
-
-        def take(option, key, value, default):
-            if key in accepted:
-                params[key] = value
-            elif value != default:
-                raise ValueError(f"--{option}: the {name} provider has no {key.replace('_', ' ')}")
-
-        if "crop_border" in accepted and not op["inner_size"]:
-            params["crop_border"] = op["crop_border"]
-        take("inner-size", "inner_size", op["inner_size"] or None, None)
-        scalar_mean = op.get("scalar_mean")
-        take("scalar-mean", "scalar_mean", None if scalar_mean is None or scalar_mean < 0 else scalar_mean, None)
-        take("color-noise", "color_noise", 0.0 if test else op["color_noise"], 0.0)
-        if test:
-            if multiview and "multiview" not in accepted:
-                raise ValueError(f"--multiview-test: the {name} provider has a single view")
-            take("multiview-test", "multiview", multiview, False)
-        for key, text in (op.get("dp_params") or {}).items():
-            if key not in accepted or key in params:
-                raise ValueError(f"--dp-param {key}: the {name} provider takes "
-                                 f"{', '.join(k for k in accepted if k not in params) or 'no parameters'}")
-            default = accepted[key]
-            try:
-                params[key] = type(default)(text) if isinstance(default, (int, float, str)) \
-                    and not isinstance(default, bool) else _literal(text)
-            except ValueError:
-                raise ValueError(f"--dp-param {key}={text}: expected a {type(default).__name__}") from None
-        return data.get_provider(name, op["data_path"], batch_range, test=test, **params)
+        op = self.op
+        params = dict(seed=op["seed"], **data.provider_params(op["data_provider"], op, test))
+        if multiview:
+            provider, _ = data.resolve_provider_name(op["data_provider"])
+            if not getattr(data.PROVIDERS[provider], "multiview_capable", False):
+                raise ValueError(f"--multiview-test: the {op['data_provider']} provider has a single view")
+            params.update(multiview=True)
+        return data.get_provider(op["data_provider"], op["data_path"], batch_range, test=test, **params)
 
     def _init_params(self):
+        """The engine drew every layer's initial weights from the seed; replaced here by a
+        checkpoint's, a fine-tuned net's or the layer file's initWFunc / initBFunc."""
         stored = self.state.get("params", {})
         finetune = self.op.get("finetune")
         for layer in self.layers:
@@ -152,13 +120,14 @@ class Trainer:
                 continue
             name = layer["name"]
             if finetune:
-                params, reused = weights.finetune_params(layer, self.by_name, stored.get(name), self.rng)
+                reused = weights.load_finetuned(self.net, name, stored.get(name))
+                if not reused:
+                    weights.apply_init_funcs(self.net, layer)
                 print(f"  {name}: {'weights loaded' if reused else 're-initialised'}")
             elif name in stored:
-                params = stored[name]
+                self.net.set_params(name, stored[name])
             else:
-                params = weights.init_params(layer, self.by_name, self.rng)
-            self.net.set_params(name, weights.without_shared(params))
+                weights.apply_init_funcs(self.net, layer)
         if finetune:  # a fine-tuned net starts a new run: no history
             self.epoch, self.batchnum, self.batches_done = 1, 0, 0
             self.train_outputs, self.test_outputs = [], []
@@ -171,17 +140,12 @@ class Trainer:
         return (self.epoch + 1, batch_range[0]) if i == len(batch_range) - 1 else (self.epoch, batch_range[i + 1])
 
     def _set_learning_params(self):
-        total = max(1, self.op["epochs"] * len(self.train_dp.batch_range))
-        progress = min(1.0, self.batches_done / total)
-        noise = np.random.default_rng([self.op["seed"], self.batches_done, 0x5EED])  # noisy schedules
-        for layer in self.layers:
-            if layer["type"] not in WEIGHT_TYPES:
-                continue
-            self.net.set_learning_params(
-                layer["name"],
-                [config.schedule_value(s, progress, noise) for s in layer["epsW"]],
-                config.schedule_value(layer["epsB"], progress, noise),
-                list(layer["momW"]), layer["momB"], list(layer["wc"]))
+        """Evaluates the schedules at the run's progress (batches done / batches planned);
+        noisy schedules (the 2012 release's) draw from the seed and the batch count."""
+        batches = len(self.train_dp.batch_range) if self.train_dp else 1
+        progress = min(1.0, self.batches_done / max(1, self.op["epochs"] * batches))
+        noise = np.random.default_rng([self.op["seed"], self.batches_done, 0x5EED])
+        config.set_learning_params(self.net, self.layers, progress, noise)
 
     # -- training ------------------------------------------------------------------------
     def train(self):
@@ -196,11 +160,20 @@ class Trainer:
         batches_per_epoch = len(dp.batch_range)
         since_test = 0
         bar, bar_epoch = None, None
+        # Each data batch is copied to the devices once (stage_batch), the next one while
+        # this one trains; minibatches are sliced on the devices.
+        upcoming = dp.get_next_batch()
+        if upcoming[0] <= op["epochs"]:
+            self.net.stage_batch(list(upcoming[2]))
         try:
             while True:
-                epoch, batchnum, (images, labels) = dp.get_next_batch()
+                epoch, batchnum, _ = upcoming
                 if epoch > op["epochs"]:
                     break
+                num_cases = self.net.begin_batch()
+                upcoming = dp.get_next_batch()
+                if upcoming[0] <= op["epochs"]:
+                    self.net.stage_batch(list(upcoming[2]))
                 if bar_epoch != epoch:
                     if bar is not None:
                         bar.close()
@@ -210,7 +183,7 @@ class Trainer:
                     bar_epoch = epoch
                 start = time.time()
                 self._set_learning_params()
-                totals = self._train_batch(images, labels, epoch, batchnum)
+                totals = self._train_batch(num_cases, epoch, batchnum)
                 self.epoch, self.batchnum = epoch, batchnum
                 self.batches_done += 1
                 since_test += 1
@@ -237,24 +210,24 @@ class Trainer:
             self.test_dp.close()
         return self.run_dir
 
-    def _train_batch(self, images, labels, epoch, batchnum):
+    def _train_batch(self, num_cases, epoch, batchnum):
+        """Trains on the current (staged) batch, one minibatch slice at a time."""
         totals = CostTotals()
-        for s, e in _slices(images.shape[1], self.op["mini"]):
-            costs = self.net.train_step([_columns(images, s, e), _columns(labels, s, e)])
+        for s, e in _slices(num_cases, self.op["mini"]):
+            costs = self.net.train_slice(s, e)
             constraints.apply(self.net, self.constrained)
-            # the costs show a NaN from the forward pass; the net is scanned (weights and
-            # activations) to name the layer, and after the batch's last update
-            self._check_finite(costs, f"epoch {epoch}, batch {batchnum}", scan_net=e == images.shape[1])
+            self._check_finite(costs, f"epoch {epoch}, batch {batchnum}, cases {s}-{e - 1}")
             totals.add(costs, e - s)
         return totals
 
-    def _check_finite(self, costs, where, scan_net):
+    def _check_finite(self, costs, where):
+        """After every step: the devices flag any NaN or Inf (activations, gradients, updated
+        weights) and name where it appeared first, before it spreads."""
         bad = [name for name, values in costs.items() if not all(math.isfinite(v) for v in values)]
-        layer = self.net.check_finite() if bad or scan_net else None
-        if bad or layer:
+        culprit = self.net.check_finite() or (f"the cost of layer '{bad[0]}'" if bad else None)
+        if culprit:
             last = checkpoint.list_checkpoints(self.run_dir) if self.run_dir and os.path.isdir(self.run_dir) else []
             kept = f"the last checkpoint {last[-1]} is unchanged" if last else "no checkpoint was written"
-            culprit = f"layer '{layer}'" if layer else f"cost layer '{bad[0]}'"
             raise TrainingError(f"NaN or Inf in {culprit} at {where}; training stopped, {kept}. "
                                 "Lower the learning rate (layer-params file) and resume from it.")
 
@@ -304,9 +277,9 @@ class Trainer:
         self.save()
 
     def save(self):
-        layer = self.net.check_finite()
-        if layer:
-            raise TrainingError(f"NaN or Inf in layer '{layer}': not saving a checkpoint")
+        culprit = self.net.check_finite()
+        if culprit:
+            raise TrainingError(f"NaN or Inf in {culprit}: not saving a checkpoint")
         state = {
             "op": dict(self.op, finetune=None),  # a resumed fine-tuned run is an ordinary resume
             "layers": self.layers,
@@ -389,21 +362,29 @@ class Trainer:
                 values = params[key] if idx is None else params[key][idx]
                 picks = rng.choice(values.size, size=min(entries, values.size), replace=False)
                 spread = float(np.abs(values).mean())
-                numeric, exact = [], []
-                for flat in picks:
-                    old = values.flat[flat]
-                    h = 1e-2 * max(abs(old), spread, 1e-1 if key == "biases" else 1e-4)
-                    vals = []
-                    for delta in (h, -h):
-                        values.flat[flat] = old + delta
+
+                def relative_error(step_scale):
+                    numeric, exact = [], []
+                    for flat in picks:
+                        old = values.flat[flat]
+                        h = step_scale * max(abs(old), spread, 1e-1 if key == "biases" else 1e-4)
+                        vals = []
+                        for delta in (h, -h):
+                            values.flat[flat] = old + delta
+                            self.net.set_params(name, {key: values if idx is None else _with(params[key], idx, values)})
+                            vals.append(objective())
+                        values.flat[flat] = old
                         self.net.set_params(name, {key: values if idx is None else _with(params[key], idx, values)})
-                        vals.append(objective())
-                    values.flat[flat] = old
-                    self.net.set_params(name, {key: values if idx is None else _with(params[key], idx, values)})
-                    numeric.append((vals[0] - vals[1]) / (2 * h))
-                    exact.append(analytic.flat[flat])
-                numeric, exact = np.array(numeric), np.array(exact)
-                err = np.linalg.norm(numeric - exact) / max(np.linalg.norm(numeric), np.linalg.norm(exact), 1e-8)
+                        numeric.append((vals[0] - vals[1]) / (2 * h))
+                        exact.append(analytic.flat[flat])
+                    numeric, exact = np.array(numeric), np.array(exact)
+                    return np.linalg.norm(numeric - exact) / max(np.linalg.norm(numeric), np.linalg.norm(exact), 1e-8)
+
+                # A step that moves some unit across a ReLU or max kink spoils the difference
+                # quotient: a failing entry set is measured again with a 10x smaller step.
+                err = relative_error(1e-2)
+                if err >= rel_tol:
+                    err = min(err, relative_error(1e-3))
                 ok = err < rel_tol
                 all_pass &= ok
                 print(f"{'PASS' if ok else 'FAIL'}  {name}.{label}: relative error {err:.2e}")

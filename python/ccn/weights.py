@@ -1,28 +1,19 @@
-"""Weight shapes, initialisation (initW / initB / initWFunc) and fine-tune copying.
+"""Weights the user chooses instead of the engine's: initWFunc / initBFunc and fine-tuning.
 
-Shapes come from config.py (conv (filterChannels*filterSize^2, filters); local
-(modules*filterChannels*filterSize^2, filters); fc (inputs_i, outputs); biases a vector).
+The engine owns weight shapes and initial weights: each matrix is drawn once, when the Net
+is built, as initW * N(0, 1) from the counter-based Philox stream of the net's seed (biases
+are initB), so one seed gives the same weights on every device. This module only replaces
+them where the layer file or the trainer asks for it:
+
+* ``initWFunc`` / ``initBFunc``: cuda-convnet's ``module.function(arg, ...)``, called as the
+  originals did (see _call_init_func); it returns the array.
+* fine-tuning: a layer's weights from an older net, when every shape matches.
 """
 import importlib
 
 import numpy as np
 
-from . import config
-
 WEIGHT_TYPES = ("conv", "local", "fc")
-
-
-def _per_input(layer, key, default=None):
-    value = layer.get(key, default)
-    n = len(layer["inputs"])
-    return list(value) if isinstance(value, (list, tuple)) else [value] * n
-
-
-def weight_shapes(layer, layers_by_name):
-    """[(rows, cols) for each weight matrix], (bias length,): the shapes config.py derives."""
-    if layer["type"] not in WEIGHT_TYPES:
-        raise ValueError(f"layer '{layer['name']}' of type {layer['type']} has no weights")
-    return config.weight_shapes(layer, layers_by_name), (config.bias_shape(layer),)
 
 
 def _call_init_func(spec, layer, idx, shape):
@@ -59,57 +50,37 @@ def _call_init_func(spec, layer, idx, shape):
     return value.reshape(shape)
 
 
-def init_params(layer, layers_by_name, rng):
-    """Fresh parameters of a weight layer: {'weights': [...] (None where weightSource shares),
-    'biases', 'weightsInc', 'biasesInc'}."""
-    wshapes, bshape = weight_shapes(layer, layers_by_name)
-    init_w = _per_input(layer, "initW", 0.01)
-    sources = _per_input(layer, "weightSource", None)
-    weights = []
-    for i, shape in enumerate(wshapes):
-        if sources[i]:
-            weights.append(None)
-        elif layer.get("initWFunc"):
-            weights.append(_call_init_func(layer["initWFunc"], layer, i, shape))
-        else:
-            weights.append((init_w[i] * rng.standard_normal(shape)).astype(np.float32))
+def apply_init_funcs(net, layer):
+    """Replaces the engine's initial weights / biases of `layer` by its initWFunc / initBFunc
+    results (shapes read from the net). Returns True when anything was replaced."""
+    if not (layer.get("initWFunc") or layer.get("initBFunc")):
+        return False
+    current = net.get_params(layer["name"])
+    update = {}
+    if layer.get("initWFunc"):
+        sources = layer.get("weightSource") or ""
+        sources = sources if isinstance(sources, list) else [sources]
+        update["weights"] = [None if i < len(sources) and sources[i] else
+                             _call_init_func(layer["initWFunc"], layer, i, w.shape)
+                             for i, w in enumerate(current["weights"])]
     if layer.get("initBFunc"):
-        biases = _call_init_func(layer["initBFunc"], layer, None, bshape)
-    else:
-        biases = np.full(bshape, layer.get("initB", 0.0), np.float32)
-    return {
-        "weights": weights,
-        "biases": biases,
-        "weightsInc": [None if w is None else np.zeros_like(w) for w in weights],
-        "biasesInc": np.zeros_like(biases),
-    }
+        update["biases"] = _call_init_func(layer["initBFunc"], layer, None, current["biases"].shape)
+    net.set_params(layer["name"], update)
+    return True
 
 
-def without_shared(params):
-    """The params dict with shared (None) weight entries dropped, for Net.set_params."""
-    out = dict(params)
-    if any(w is None for w in params["weights"]):
-        out.pop("weights")
-        out.pop("weightsInc")
-    return out
-
-
-def finetune_params(layer, layers_by_name, old_params, rng):
-    """Parameters for a fine-tuned layer: the old ones when every shape matches, else fresh.
-
-    Returns (params, reused: bool)."""
-    fresh = init_params(layer, layers_by_name, rng)
+def load_finetuned(net, name, old_params):
+    """Copies a layer's weights and biases from an older net (momentum starts at 0) when
+    every shape matches the new layer's; returns whether it did."""
     if old_params is None:
-        return fresh, False
-    old_w, new_w = old_params.get("weights", []), fresh["weights"]
-    same = (len(old_w) == len(new_w)
-            and all(o is None or n is None or np.shape(o) == np.shape(n) for o, n in zip(old_w, new_w))
-            and np.shape(old_params["biases"]) == np.shape(fresh["biases"]))
+        return False
+    current = net.get_params(name)
+    old_w = old_params.get("weights", [])
+    same = (len(old_w) == len(current["weights"])
+            and all(o is None or np.shape(o) == n.shape for o, n in zip(old_w, current["weights"]))
+            and np.shape(old_params.get("biases")) == current["biases"].shape)
     if not same:
-        return fresh, False
-    return {
-        "weights": [None if n is None else np.asarray(o, np.float32) for o, n in zip(old_w, new_w)],
-        "biases": np.asarray(old_params["biases"], np.float32),
-        "weightsInc": [None if n is None else np.zeros_like(n) for n in new_w],
-        "biasesInc": np.zeros_like(fresh["biases"]),
-    }, True
+        return False
+    net.set_params(name, {"weights": [None if o is None else np.asarray(o, np.float32) for o in old_w],
+                          "biases": np.asarray(old_params["biases"], np.float32)})
+    return True

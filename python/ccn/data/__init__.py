@@ -9,8 +9,10 @@ Registered providers (PROVIDERS): fashion-mnist, cifar, cifar-cropped, dummy, im
 dummy-cn-N (PROVIDER_PATTERNS): the dummy provider with N flat rows, as cuda-convnet named it.
 """
 from .base import (PROVIDERS, BackgroundLoader, CorruptDataError, DataProvider, MissingDataError,
-                   get_provider, parse_batch_range, provider_parameters, register_provider)
+                   ProviderOption, get_provider, parse_batch_range, provider_options, provider_params,
+                   register_provider, register_provider_pattern, resolve_provider_name)
 from . import cifar, dummy, fashion_mnist, images  # noqa: F401  (register the providers)
 
 __all__ = ["PROVIDERS", "BackgroundLoader", "CorruptDataError", "DataProvider", "MissingDataError",
-           "get_provider", "parse_batch_range", "provider_parameters", "register_provider"]
+           "ProviderOption", "get_provider", "parse_batch_range", "provider_options", "provider_params",
+           "register_provider", "register_provider_pattern", "resolve_provider_name"]

@@ -14,11 +14,65 @@ by ``(seed, epoch, batchnum)``, so a resumed run draws exactly what the original
 import concurrent.futures
 import inspect
 import re
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 PROVIDERS = {}
 PROVIDER_PATTERNS = []  # (compiled regex, provider name, match -> params), for names like dummy-cn-3072
+
+
+class ProviderOption(NamedTuple):
+    """A command-line option a provider takes: ``--name-with-dashes`` on convnet.py, passed to
+    the provider's constructor as the keyword ``name``."""
+    name: str
+    type: Callable  # int, float or bool
+    default: Any
+    help: str
+    phase: str = "both"  # "train": only the training provider gets it; "test": only the test one
+
+
+def provider_options():
+    """{option name: (ProviderOption, [providers that take it])} over every registered provider.
+    Providers that share an option must declare it alike."""
+    found = {}
+    for provider_name, cls in sorted(PROVIDERS.items()):
+        for option in cls.options:
+            if option.name in found and found[option.name][0][:3] != option[:3]:
+                raise ValueError(f"providers declare option {option.name!r} differently")
+            found.setdefault(option.name, (option, []))[1].append(provider_name)
+    return found
+
+
+def register_provider_pattern(pattern, provider, params_of_match):
+    """Makes names matching ``pattern`` build ``provider`` with ``params_of_match(match)``
+    added to the caller's parameters (e.g. dummy-cn-N: the dummy provider with N rows)."""
+    PROVIDER_PATTERNS.append((re.compile(pattern), provider, params_of_match))
+
+
+def resolve_provider_name(name):
+    """(registered provider name, parameters the name implies) for a name or a pattern name."""
+    if name in PROVIDERS:
+        return name, {}
+    for pattern, provider, params_of_match in PROVIDER_PATTERNS:
+        match = pattern.fullmatch(str(name))
+        if match:
+            return provider, params_of_match(match)
+    known = sorted(PROVIDERS) + [p.pattern for p, _, _ in PROVIDER_PATTERNS]
+    raise ValueError(f"unknown data provider {name!r}; known: {', '.join(known)}")
+
+
+def provider_params(name, op, test):
+    """The keyword parameters of provider `name` for one phase, taken from the options dict op.
+    An option of another provider set to other than its default is refused (never ignored)."""
+    provider, _ = resolve_provider_name(name)
+    phase = "test" if test else "train"
+    declared = {o.name for o in PROVIDERS[provider].options}
+    for option_name, (option, providers) in provider_options().items():
+        if option_name not in declared and op.get(option_name, option.default) != option.default:
+            raise ValueError(f"--{option_name.replace('_', '-')}: the {name} provider does not take it "
+                             f"({', '.join(providers)} do)")
+    return {o.name: op.get(o.name, o.default) for o in PROVIDERS[provider].options if o.phase in ("both", phase)}
 
 
 class MissingDataError(FileNotFoundError):
@@ -40,12 +94,6 @@ def register_provider(name):
     return register
 
 
-def register_provider_pattern(pattern, provider, params_of_match):
-    """Makes names matching ``pattern`` build ``provider`` with ``params_of_match(match)``
-    added to the caller's parameters (e.g. dummy-cn-N: the dummy provider with N rows)."""
-    PROVIDER_PATTERNS.append((re.compile(pattern), provider, params_of_match))
-
-
 def get_provider(name, data_path, batch_range, test=False, **params):
     """Build the provider registered as ``name``.
 
@@ -55,14 +103,8 @@ def get_provider(name, data_path, batch_range, test=False, **params):
     test: True for a test provider (no shuffling or random augmentation).
     params: provider-specific keyword parameters (seed, multiview, inner_size, ...).
     """
-    for pattern, provider, params_of_match in PROVIDER_PATTERNS:
-        match = pattern.fullmatch(str(name))
-        if match and name not in PROVIDERS:
-            name, params = provider, {**params_of_match(match), **params}
-            break
-    if name not in PROVIDERS:
-        patterns = [p.pattern for p, _, _ in PROVIDER_PATTERNS]
-        raise ValueError(f"unknown data provider {name!r}; known: {', '.join(sorted(PROVIDERS) + patterns)}")
+    name, implied = resolve_provider_name(name)
+    params = {**implied, **params}
     cls = PROVIDERS[name]
     accepted = [p for p in inspect.signature(cls.__init__).parameters
                 if p not in ("self", "data_path", "batch_range", "test")]
@@ -71,18 +113,6 @@ def get_provider(name, data_path, batch_range, test=False, **params):
             raise TypeError(f"data provider {name!r} has no parameter {key!r}; "
                             f"its parameters: {', '.join(accepted)}")
     return cls(data_path, batch_range, test=test, **params)
-
-
-def provider_parameters(name):
-    """{parameter: default} of the provider a name builds (pattern names included)."""
-    for pattern, provider, _ in PROVIDER_PATTERNS:
-        if pattern.fullmatch(str(name)) and name not in PROVIDERS:
-            name = provider
-    if name not in PROVIDERS:
-        return {}
-    signature = inspect.signature(PROVIDERS[name].__init__).parameters
-    return {key: p.default for key, p in signature.items()
-            if key not in ("self", "data_path", "batch_range", "test")}
 
 
 def parse_batch_range(batch_range):
@@ -194,6 +224,7 @@ class DataProvider:
     name = None
     num_views = 1
     label_names = []
+    options = ()  # the ProviderOptions this provider takes from the command line
 
     def __init__(self, data_path, batch_range, test, seed):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

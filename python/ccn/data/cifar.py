@@ -34,7 +34,7 @@ import threading
 
 import numpy as np
 
-from .base import (CorruptDataError, DataProvider, MissingDataError, batch_rng, labels_row,
+from .base import (CorruptDataError, DataProvider, MissingDataError, ProviderOption, batch_rng, labels_row,
                    register_provider, to_layout)
 
 IMAGE_SIZE = 32
@@ -76,10 +76,15 @@ def _file_key(paths):
 
 @register_provider("cifar")
 class CIFARProvider(DataProvider):
-    """CIFAR-10 whole images; params: seed, shuffle (training batches only), scale."""
+    """CIFAR-10 whole images; params: seed, shuffle (training batches only), scale, scalar_mean."""
 
-    def __init__(self, data_path, batch_range, test=False, seed=0, shuffle=True, scale=1.0, scalar_mean=None):
-        self.scalar_mean = None if scalar_mean is None else float(scalar_mean)
+    options = (
+        ProviderOption("scalar_mean", float, -1.0, "subtract this value from every pixel instead of the mean "
+                                                   "image (cuda-convnet's option; -1: the mean image)"),
+    )
+
+    def __init__(self, data_path, batch_range, test=False, seed=0, shuffle=True, scale=1.0, scalar_mean=-1.0):
+        self.scalar_mean = None if scalar_mean is None or scalar_mean < 0 else float(scalar_mean)
         if data_path is None:
             raise ValueError(f"the {self.name} provider needs a data path (--data-path=<folder with "
                              f"data_batch_1..5, test_batch and batches.meta>)")
@@ -207,8 +212,17 @@ class CIFARProvider(DataProvider):
 class CroppedCIFARProvider(CIFARProvider):
     """CIFAR-10 crops; params: seed, shuffle, scale, inner_size, crop_border, multiview, color_noise."""
 
+    options = CIFARProvider.options + (
+        ProviderOption("crop_border", int, 4, "pixels cropped from each border (crops of 32 - 2*N)"),
+        ProviderOption("inner_size", int, 0, "size of the square crops; overrides --crop-border (0: unset); "
+                                             "dummy: the image size (3 x N x N)"),
+        ProviderOption("color_noise", float, 0.0, "std of per-channel colour noise, in units of each "
+                                                  "channel's pixel std (training only)", phase="train"),
+    )
+    multiview_capable = True
+
     def __init__(self, data_path, batch_range, test=False, seed=0, shuffle=True, scale=1.0,
-                 inner_size=None, crop_border=None, multiview=False, color_noise=0.0, scalar_mean=None):
+                 inner_size=0, crop_border=4, multiview=False, color_noise=0.0, scalar_mean=-1.0):
         self.inner_size = self._resolve_inner_size(inner_size, crop_border)
         if multiview and not test:
             raise ValueError("multiview applies to test providers only (test=True)")
@@ -221,19 +235,14 @@ class CroppedCIFARProvider(CIFARProvider):
 
     @staticmethod
     def _resolve_inner_size(inner_size, crop_border):
-        if crop_border is not None:
-            if not isinstance(crop_border, (int, np.integer)) or not 0 <= crop_border < IMAGE_SIZE // 2:
-                raise ValueError(f"crop_border must be an int in 0..{IMAGE_SIZE // 2 - 1}, got {crop_border!r}")
-            from_border = IMAGE_SIZE - 2 * int(crop_border)
-            if inner_size is not None and inner_size != from_border:
-                raise ValueError(f"inner_size={inner_size} contradicts crop_border={crop_border} "
-                                 f"(which gives inner_size {from_border})")
-            return from_border
-        if inner_size is None:
-            return 24
-        if not isinstance(inner_size, (int, np.integer)) or not 1 <= inner_size <= IMAGE_SIZE:
-            raise ValueError(f"inner_size must be an int in 1..{IMAGE_SIZE}, got {inner_size!r}")
-        return int(inner_size)
+        """inner_size when given (not 0 / None), else 32 - 2 * crop_border."""
+        if inner_size:
+            if not isinstance(inner_size, (int, np.integer)) or not 1 <= inner_size <= IMAGE_SIZE:
+                raise ValueError(f"inner_size must be an int in 1..{IMAGE_SIZE}, got {inner_size!r}")
+            return int(inner_size)
+        if not isinstance(crop_border, (int, np.integer)) or not 0 <= crop_border < IMAGE_SIZE // 2:
+            raise ValueError(f"crop_border must be an int in 0..{IMAGE_SIZE // 2 - 1}, got {crop_border!r}")
+        return IMAGE_SIZE - 2 * int(crop_border)
 
     def setup(self):
         super().setup()

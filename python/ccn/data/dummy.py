@@ -13,7 +13,7 @@ provider with N flat rows.
 """
 import numpy as np
 
-from .base import DataProvider, labels_row, register_provider, register_provider_pattern
+from .base import DataProvider, ProviderOption, labels_row, register_provider, register_provider_pattern
 
 
 def _positive_int(name, value):
@@ -27,9 +27,16 @@ class DummyProvider(DataProvider):
     """Random data; params: dims=(C, H, W) or rows, inner_size, num_classes, batch_size,
     num_batches, seed."""
 
+    options = (
+        ProviderOption("inner_size", int, 0, "size of the square crops; overrides --crop-border (0: unset); "
+                                             "dummy: the image size (3 x N x N)"),
+        ProviderOption("batch_size", int, 128, "cases per batch"),
+        ProviderOption("num_batches", int, 4, "training batches (batch num_batches+1 is the test batch)"),
+    )
+
     def __init__(self, data_path, batch_range, test=False, seed=0, dims=(3, 32, 32), num_classes=10,
-                 batch_size=128, num_batches=4, inner_size=None):
-        if inner_size is not None:
+                 batch_size=128, num_batches=4, inner_size=0):
+        if inner_size:
             dims = (3, _positive_int("inner_size", inner_size), int(inner_size))
         if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
             self.data_dims = _positive_int("dims", dims)
