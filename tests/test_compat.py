@@ -166,11 +166,12 @@ def test_kernel_tuning_keys_are_accepted_and_change_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("extra, key, message", [
-    ("randSparse=1\ngroups=3\n", "randSparse", "not supported"),
+    ("randSparse=1\n", "randSparse", "needs groups > 1"),
+    ("randSparse=1\ngroups=2\nfilterChannels=2\n", "filterChannels", "must divide channels"),
     ("filterChannels=2\n", "filterChannels", "not channels/groups"),
     ("initCFunc=mod.f\n", "initCFunc", "randSparse"),
 ])
-def test_sparse_connectivity_keys_refused_in_one_line(tmp_path, extra, key, message):
+def test_sparse_connectivity_errors_in_one_line(tmp_path, extra, key, message):
     with pytest.raises(ConfigError, match=message) as err:
         _load(tmp_path, SMALL_NET.replace("stride=2\ninitW", "stride=2\n" + extra + "initW"), SMALL_PARAMS)
     assert (err.value.section, err.value.key) == ("conv1", key) and "\n" not in str(err.value)
@@ -371,3 +372,34 @@ def test_scalar_mean_replaces_the_mean_image(tmp_path):
     with get_provider("cifar", own, [6], test=True, scalar_mean=100.0) as p:
         data = p.get_next_batch()[2][0]
     np.testing.assert_allclose(data, images[6].T.astype(np.float64) - 100.0, atol=1e-4)
+
+
+SPARSE_NET = SMALL_NET.replace("channels=3\nfilters=8", "channels=3\nfilters=4\ngroups=2\nrandSparse=1\n"
+                               "filterChannels=3").replace("channels=8", "channels=8")
+
+
+def test_sparse_connectivity_is_seeded_and_kept_in_the_checkpoint(tmp_path, capsys, monkeypatch):
+    from ccn import checkpoint
+    layers = _load(tmp_path, SPARSE_NET, SMALL_PARAMS)
+    conns = layers["conv1"]["filterConns"]
+    assert len(conns) == 1 and len(conns[0]) == 6 and sorted(conns[0][:3]) == [0, 1, 2] == sorted(conns[0][3:])
+    assert _load(tmp_path, SPARSE_NET, SMALL_PARAMS)["conv1"]["filterConns"] == conns  # seeded
+    code, out = _run_with(tmp_path, capsys, SPARSE_NET, SMALL_PARAMS)
+    assert code == 0, out.err
+    runs = tmp_path / "runs"
+    state, _, _ = checkpoint.load(str(runs / os.listdir(runs)[0]))
+    saved = next(layer for layer in state["layers"] if layer["name"] == "conv1")
+    assert saved["filterConns"] == conns
+    # initCFunc: the user's connectivity
+    (tmp_path / "myconns.py").write_text("def conns(name, idx, shape, params=None):\n    return [2, 0, 1, 1, 2, 0]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    custom = _load(tmp_path, SPARSE_NET.replace("filterChannels=3", "filterChannels=3\ninitCFunc=myconns.conns"),
+                   SMALL_PARAMS)
+    assert custom["conv1"]["filterConns"] == [[2, 0, 1, 1, 2, 0]]
+    (tmp_path / "myconns.py").write_text("def conns(name, idx, shape, params=None):\n    return [2, 2, 1, 1, 2, 0]\n")
+    import importlib, sys
+    sys.modules.pop("myconns", None)
+    importlib.invalidate_caches()
+    with pytest.raises(ConfigError, match="not a permutation"):
+        _load(tmp_path, SPARSE_NET.replace("filterChannels=3", "filterChannels=3\ninitCFunc=myconns.conns"),
+              SMALL_PARAMS)

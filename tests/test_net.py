@@ -737,3 +737,42 @@ def test_multi_input_conv_is_the_sum_of_single_input_convs(rng, type):
 def test_gradients_multi_input_conv(rng, type):
     layers, batch = two_input_net(rng, type)
     assert check_gradients(layers, batch) == 5  # conv: 2 weight matrices + bias; fc: weights + bias
+
+
+# ---- sparse filter-channel connectivity (randSparse) ----------------------------------------
+
+def sparse_net(rng, conns, type="conv"):
+    """data -> conv1 (dense) -> sparse conv2 over conv1's 4 maps, 2 groups of 2 channels each
+    drawn by conns -> fc -> softmax -> logreg."""
+    d, lab = data("data", 0, chw=(2, 5, 5)), data("labels", 1, rows=1)
+    c1 = conv("conv1", d, filters=4, size=3, padding=1)
+    c2 = conv("conv2", c1, filters=4, size=3, padding=1, groups=2, type=type)
+    c2.update(filterChannels=len(conns) // 2, filterConns=[conns])
+    f = fc("fc", c2, 3)
+    sm = simple("probs", "softmax", f)
+    return [d, lab, c1, c2, f, sm, logreg("logprob", lab, sm)], [images(rng, (2, 5, 5)), labels(rng, 3)]
+
+
+@pytest.mark.parametrize("type", ["conv", "local"])
+def test_sparse_conv_equals_dense_conv_on_the_gathered_channels(rng, type):
+    conns = [3, 1, 0, 2, 2, 3, 1, 0]  # two permutations of the 4 channels: 2 groups of 4 channels
+    layers, batch = sparse_net(rng, conns, type)
+    net = make_net(layers, ["cpu"], 3)
+    net.fprop(batch, False)
+    x = net.get_acts("conv1").astype(np.float64)  # (4, 5, 5, N)
+    sparse_out = net.get_acts("conv2").astype(np.float64)
+    params = net.get_params("conv2")
+    # independent path: the gathered image in NumPy, through a dense grouped conv
+    gathered = x[conns].astype(np.float32)
+    g = data("g", 0, chw=(8, 5, 5))
+    dense = conv("conv2", g, filters=4, size=3, padding=1, groups=2, type=type)
+    lone = make_net([g, dense, cost("c", "cost.sum2", [dense])], ["cpu"], 3)
+    lone.set_params("conv2", {"weights": params["weights"], "biases": params["biases"]})
+    lone.fprop([gathered.reshape(8 * 25, N)], False)
+    np.testing.assert_allclose(sparse_out, lone.get_acts("conv2"), rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_sparse_conv(rng):
+    # conv1's weight gradients pass through the scatter of conv2's input gradient
+    layers, batch = sparse_net(rng, [3, 1, 0, 2, 2, 3, 1, 0])
+    assert check_gradients(layers, batch) == 6

@@ -8,6 +8,11 @@
 //              (modulesY * modulesX * filterChannels_i * filterSize_i^2, filters) for local
 //   biases (filters,) when shared (conv's default), else (filters * modulesY * modulesX,)
 // The per-input keys are numbers for one input, lists (one entry per input) for several.
+// Sparse filter-channel connectivity (cuda-convnet's randSparse): filterConns[i] lists, for
+// input i, groups * filterChannels channel indices; group g sees the channels
+// filterConns[i][g*filterChannels .. (g+1)*filterChannels). The layer gathers those channel
+// planes into a (groups * filterChannels)-channel image and runs a grouped convolution on
+// it; the gradient is scattered back (a channel seen by several groups gets their sum).
 #pragma once
 #include <vector>
 
@@ -25,9 +30,15 @@ class ConvLayer : public WeightLayer {
   void checkInputs() const override;
   void fprop(bool train) override;
   void bprop() override;
+  void resize(int numCases) override;
 
  private:
-  std::vector<ConvGeometry> geometries_;  // one per input
+  const Tensor& convInput(size_t i) const;
+
+  std::vector<ConvGeometry> geometries_;  // one per input, as the convolution sees it
+  std::vector<std::vector<int>> filterConns_;  // per input; empty: dense connectivity
+  std::vector<int> inputChannels_;             // channels of each input
+  std::vector<Tensor> gathered_, gatheredGrad_;  // per sparse input: the gathered image and its gradient
   bool sharedBiases_;
 };
 

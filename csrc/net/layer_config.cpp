@@ -74,6 +74,21 @@ std::vector<int> LayerConfig::getIntList(const std::string& key, size_t count) c
   return out;
 }
 
+std::vector<std::vector<int>> LayerConfig::getIntLists(const std::string& key, size_t count) const {
+  std::vector<std::vector<int>> out(count);
+  if (!has(key)) return out;
+  const ConfigValue& v = get(key);
+  if (v.kind != ConfigValue::Kind::List || v.list.size() != count)
+    fail(key, "must be a list of " + std::to_string(count) + " entries (one per input: a list of ints or None)");
+  for (size_t i = 0; i < count; ++i) {
+    const ConfigValue& item = v.list[i];
+    if (item.kind == ConfigValue::Kind::None) continue;
+    if (item.kind != ConfigValue::Kind::List) fail(key, "entry " + std::to_string(i) + " must be a list or None");
+    for (const ConfigValue& x : item.list) out[i].push_back(asInt(key, x));
+  }
+  return out;
+}
+
 std::vector<int> LayerConfig::getIntList(const std::string& key, size_t count, int fallback) const {
   return has(key) ? getIntList(key, count) : std::vector<int>(count, fallback);
 }

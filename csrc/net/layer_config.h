@@ -45,6 +45,8 @@ class LayerConfig {
   // A list of `count` ints (one per input); a single int stands for `count` copies of itself.
   std::vector<int> getIntList(const std::string& key, size_t count) const;
   std::vector<int> getIntList(const std::string& key, size_t count, int fallback) const;
+  // A list of `count` entries, each a list of ints or None (an empty vector); absent: all empty.
+  std::vector<std::vector<int>> getIntLists(const std::string& key, size_t count) const;
   // A list of `count` numbers; a single number stands for `count` copies of itself.
   std::vector<double> getFloatList(const std::string& key, size_t count) const;
   std::vector<double> getFloatList(const std::string& key, size_t count, double fallback) const;

@@ -48,6 +48,9 @@ import math
 import numbers
 import re
 import sys
+import zlib
+
+import numpy as np
 
 from . import _core
 
@@ -682,6 +685,40 @@ class _WeightLayerParser(LayerParser):
         """Type-specific weight constraints of the layer-params file (default: none)."""
 
 
+def _sparse_connectivity(sec, layer_name, index, groups, channels, filter_channels, at):
+    """cuda-convnet's randSparse: groups * filterChannels channel indices, group g seeing the
+    slice [g*filterChannels, (g+1)*filterChannels). Made of groups*filterChannels/channels
+    permutations of all channels, drawn from a generator seeded by the layer's name and the
+    input index (so a layer file always gives the same net), or returned by initCFunc
+    (module.function(name, index, (groups, channels, filterChannels), params=[...])). The
+    resolved list is stored with the net, so a checkpoint keeps it."""
+    if groups < 2:
+        raise sec.error("randSparse", f"needs groups > 1, got {groups}{at}")
+    if channels % filter_channels or (groups * filter_channels) % channels:
+        raise sec.error("filterChannels", f"{filter_channels} must divide channels ({channels}) and "
+                                          f"groups*filterChannels ({groups * filter_channels}) must be a multiple "
+                                          f"of channels{at}")
+    over_sample = groups * filter_channels // channels
+    spec = sec.get_str("initCFunc", None)
+    if spec is None:
+        rng = np.random.default_rng(zlib.crc32(f"{layer_name}/{index}".encode()))
+        return [int(c) for _ in range(over_sample) for c in rng.permutation(channels)]
+    from .weights import call_user_function
+    try:
+        conns = call_user_function(spec, layer_name, index, (groups, channels, filter_channels))
+        conns = [int(c) for c in conns]
+    except (ValueError, TypeError) as err:
+        raise sec.error("initCFunc", str(err)) from None
+    if len(conns) != over_sample * channels:
+        raise sec.error("initCFunc", f"returned {len(conns)} channels; expected groups*filterChannels = "
+                                     f"{over_sample * channels}{at}")
+    for k in range(over_sample):
+        if sorted(conns[k * channels:(k + 1) * channels]) != list(range(channels)):
+            raise sec.error("initCFunc", f"entries {k * channels}..{(k + 1) * channels - 1} are not a permutation "
+                                         f"of 0..{channels - 1}{at}")
+    return conns
+
+
 @register_layer_parser
 class ConvLayerParser(_WeightLayerParser):
     """conv and local. partialSum (cuda-convnet) and sumWidth (cuda-convnet2) only chose how
@@ -719,21 +756,24 @@ class ConvLayerParser(_WeightLayerParser):
         filters, filter_size = ints("filters", minimum=1), ints("filterSize", minimum=1)
         padding, stride, groups = ints("padding", 0, minimum=0), ints("stride", 1, minimum=1), ints("groups", 1, minimum=1)
         sparse = sec.get_list("randSparse", n, _parse_bool, False)
-        if any(sparse):
-            raise sec.error("randSparse", "random sparse filter-channel connectivity is not supported; "
-                                          "use randSparse=0 (each group sees its own consecutive channels)")
-        if sec.has("initCFunc"):
-            raise sec.error("initCFunc", "only applies with randSparse=1, which is not supported")
+        if sec.has("initCFunc") and not any(sparse):
+            raise sec.error("initCFunc", "only applies with randSparse=1")
         given_filter_channels = ints("filterChannels", None, minimum=1)
-        per_input, totals = [], set()
+        per_input, totals, conns = [], set(), []
         for i, (channels, size_y, size_x) in enumerate(images):
             at = f" (input {i}, '{inputs[i]['name']}')" if n > 1 else ""
-            if channels % groups[i]:
-                raise sec.error("groups", f"{groups[i]} does not divide the input's {channels} channels{at}")
-            if given_filter_channels[i] is not None and given_filter_channels[i] * groups[i] != channels:
-                raise sec.error("filterChannels", f"{given_filter_channels[i]} is not channels/groups = "
-                                                  f"{channels}/{groups[i]}{at}; other values need randSparse=1, "
-                                                  "which is not supported")
+            filter_channels = given_filter_channels[i]
+            if sparse[i]:
+                filter_channels = filter_channels or channels // groups[i]
+                conns.append(_sparse_connectivity(sec, layer["name"], i, groups[i], channels, filter_channels, at))
+            else:
+                conns.append(None)
+                if channels % groups[i]:
+                    raise sec.error("groups", f"{groups[i]} does not divide the input's {channels} channels{at}")
+                if filter_channels is not None and filter_channels * groups[i] != channels:
+                    raise sec.error("filterChannels", f"{filter_channels} is not channels/groups = "
+                                                      f"{channels}/{groups[i]}{at}; other values need randSparse=1")
+                filter_channels = channels // groups[i]
             if filter_size[i] > min(size_y, size_x) + 2 * padding[i]:
                 raise sec.error("filterSize", f"{filter_size[i]} is larger than the padded image "
                                               f"({size_y}x{size_x} with padding {padding[i]}){at}")
@@ -742,7 +782,7 @@ class ConvLayerParser(_WeightLayerParser):
             totals.add(filters[i] * groups[i])  # as in cuda-convnet, filters= counts one group's filters
             per_input.append(dict(channels=channels, imgSizeY=size_y, imgSizeX=size_x, filterSize=filter_size[i],
                                   padding=padding[i], stride=stride[i], groups=groups[i],
-                                  filterChannels=channels // groups[i], modules=modules))
+                                  filterChannels=filter_channels, modules=modules))
         if len(totals) > 1:
             raise sec.error("filters", f"filters*groups differ between the inputs ({sorted(totals)}); the inputs' "
                                        "results are summed, so they must have the same number of filters")
@@ -756,6 +796,8 @@ class ConvLayerParser(_WeightLayerParser):
             layer[key] = values[0] if n == 1 else values
         total = totals.pop()
         layer.update(filters=total, modulesY=modules_y, modulesX=modules_x)
+        if any(c is not None for c in conns):
+            layer["filterConns"] = conns  # per input: the channels each group sees (None: dense)
         if not self.local:
             layer["sharedBiases"] = sec.get_bool("sharedBiases", True)
         layer["partialSum"] = sec.get_int("partialSum", 0, minimum=0)

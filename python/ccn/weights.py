@@ -16,18 +16,17 @@ import numpy as np
 WEIGHT_TYPES = ("conv", "local", "fc")
 
 
-def _call_init_func(spec, layer, idx, shape):
-    """cuda-convnet's initWFunc / initBFunc: 'module.function(arg, ...)', the module found on
-    the Python path, called as function(name, idx, (rows, cols), params=[args as strings])
-    for weight matrix idx, and as function(name, (rows, cols), params=[...]) for the biases
-    (idx None; shape (1, n) as the originals passed it). Any failure is one ValueError line."""
+def call_user_function(spec, layer_name, idx, shape):
+    """cuda-convnet's 'module.function(arg, ...)', the module found on the Python path, called
+    as function(layer_name, idx, shape, params=[args as strings]) (as function(layer_name,
+    shape, params=...) when idx is None). Returns its result; any failure is one ValueError line."""
     text = spec.strip()
     params = []
     if "(" in text:
         text, args = text.split("(", 1)
         params = [a.strip() for a in args.rstrip(")").split(",") if a.strip()]
     module_name, _, func_name = text.strip().rpartition(".")
-    what = f"layer '{layer['name']}': init function '{spec}'"
+    what = f"layer '{layer_name}': function '{spec}'"
     if not module_name:
         raise ValueError(f"{what} must be module.function")
     try:
@@ -36,13 +35,23 @@ def _call_init_func(spec, layer, idx, shape):
         raise ValueError(f"{what}: cannot import module '{module_name}' ({e}); put it on PYTHONPATH") from None
     except AttributeError:
         raise ValueError(f"{what}: module '{module_name}' has no function '{func_name}'") from None
-    called_shape = tuple(shape) if idx is not None else (1, int(np.prod(shape)))
     try:
-        value = func(layer["name"], idx, called_shape, params=params) if idx is not None \
-            else func(layer["name"], called_shape, params=params)
-        value = np.asarray(value, dtype=np.float32)
+        return func(layer_name, idx, shape, params=params) if idx is not None else func(layer_name, shape, params=params)
     except Exception as e:  # noqa: BLE001 - the user's code: any failure becomes one line
         raise ValueError(f"{what} failed: {type(e).__name__}: {e}".replace("\n", " ")) from None
+
+
+def _call_init_func(spec, layer, idx, shape):
+    """initWFunc / initBFunc as the originals called them: weight matrix idx gets
+    function(name, idx, (rows, cols), params=[...]); the biases (idx None) get
+    function(name, (1, n), params=[...]). The result must be finite, of that shape."""
+    called_shape = tuple(shape) if idx is not None else (1, int(np.prod(shape)))
+    what = f"layer '{layer['name']}': init function '{spec}'"
+    value = call_user_function(spec, layer["name"], idx, called_shape)
+    try:
+        value = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} returned no array of numbers ({e})") from None
     if value.size != int(np.prod(shape)) or (idx is not None and value.shape != tuple(shape)):
         raise ValueError(f"{what} returned shape {value.shape}, expected {called_shape}")
     if not np.all(np.isfinite(value)):
