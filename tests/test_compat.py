@@ -77,7 +77,7 @@ def test_compat_check_runs_a_corpus(tmp_path):
     assert len(tiny) == 2 and all(" yes    yes " in line for line in tiny), proc.stdout + proc.stderr
     broken = next(line for line in lines if line.startswith("layers-broken.cfg"))
     assert "unknown layer type 'nosuchtype'" in broken
-    assert "summary: 3 pairs, 2 parsed, 2 trained, 1 failed" in proc.stdout
+    assert "summary: 3 pairs, 2 parsed, 2 trained, 0 ran but diverged (NaN/Inf on this data), 1 failed" in proc.stdout
     assert proc.returncode == 1
 
 
@@ -403,3 +403,17 @@ def test_sparse_connectivity_is_seeded_and_kept_in_the_checkpoint(tmp_path, caps
     with pytest.raises(ConfigError, match="not a permutation"):
         _load(tmp_path, SPARSE_NET.replace("filterChannels=3", "filterChannels=3\ninitCFunc=myconns.conns"),
               SMALL_PARAMS)
+
+
+def test_image_layers_parse_as_the_2012_release(tmp_path):
+    net = SMALL_NET.replace("[fc10]\ntype=fc\ninputs=pool1", "[blur]\ntype=blur\ninputs=pool1\nchannels=8\n"
+                            "filterSize=3\nstdev=1.5\n\n[href]\ntype=href\ninputs=blur\n\n[nails]\ntype=nailbed\n"
+                            "inputs=href\nchannels=8\nstride=3\n\n[fc10]\ntype=fc\ninputs=nails")
+    layers = _load(tmp_path, net, SMALL_PARAMS)  # pool1: 8 maps of 4x4 (16x16 input)
+    taps = np.exp(-((1 - np.arange(3)) ** 2) / (2 * 1.5 ** 2))
+    np.testing.assert_allclose(layers["blur"]["filter"], taps / taps.sum(), rtol=1e-12)
+    assert layers["href"]["outChannels"] == 8 and layers["href"]["outSizeX"] == 4
+    # 4 pixels, stride 3: ceil(4/3) = 2 outputs, start (4 - 3*1) // 2 = 0
+    assert (layers["nails"]["outputsX"], layers["nails"]["start"], layers["nails"]["outputs"]) == (2, 0, 8 * 2 * 2)
+    with pytest.raises(ConfigError, match="must be 3, 5, 7 or 9"):
+        _load(tmp_path, net.replace("filterSize=3", "filterSize=4"), SMALL_PARAMS)

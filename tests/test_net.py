@@ -776,3 +776,66 @@ def test_gradients_sparse_conv(rng):
     # conv1's weight gradients pass through the scatter of conv2's input gradient
     layers, batch = sparse_net(rng, [3, 1, 0, 2, 2, 3, 1, 0])
     assert check_gradients(layers, batch) == 6
+
+
+# ---- image layers of the 2012 release: href, blur, nailbed --------------------------------------
+
+def _image_layer(name, src, type, **kw):
+    c, h, w = geometry(src)
+    layer = dict(name=name, type=type, inputs=[src["name"]], channels=c, imgSizeY=h, imgSizeX=w, **kw)
+    if type == "nailbed":
+        oy, ox = -(-h // kw["stride"]), -(-w // kw["stride"])
+        return spatial(layer, c, oy, ox)
+    return spatial(layer, c, h, w)
+
+
+def _blur_taps(size, stdev):
+    taps = np.exp(-((size // 2 - np.arange(size)) ** 2) / (2 * stdev ** 2))
+    return list(taps / taps.sum())
+
+
+IMAGE_LAYERS = {
+    "href": dict(),
+    "blur": dict(filterSize=3, stdev=0.8, filter=_blur_taps(3, 0.8)),
+    "nailbed": dict(stride=2, start=0, outputsY=3, outputsX=3),
+}
+
+
+def _np_image_layer(type, x, **kw):
+    """float64 NumPy reference on images (C, H, W, N)."""
+    if type == "href":
+        return x[:, :, ::-1, :]
+    if type == "nailbed":
+        s, st = kw["start"], kw["stride"]
+        return x[:, s::st, s::st, :]
+    taps = np.asarray(kw["filter"])
+    r = len(taps) // 2
+    pad = np.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    h, w = x.shape[1:3]
+    rows = sum(taps[k] * pad[:, :, k:k + w, :] for k in range(len(taps)))[:, r:r + h]  # along x
+    rows = np.pad(rows, ((0, 0), (r, r), (0, 0), (0, 0)))
+    return sum(taps[k] * rows[:, k:k + h, :, :] for k in range(len(taps)))  # then along y
+
+
+@pytest.mark.parametrize("type", sorted(IMAGE_LAYERS))
+def test_image_layers_match_numpy(rng, type):
+    d = data("data", 0, chw=(3, 5, 5))
+    layer = _image_layer("img", d, type, **IMAGE_LAYERS[type])
+    net = make_net([d, layer, cost("c", "cost.sum2", [layer])], ["cpu"], 0)
+    x = images(rng, (3, 5, 5))
+    net.fprop([x], False)
+    expected = _np_image_layer(type, x.astype(np.float64).reshape(3, 5, 5, N), **IMAGE_LAYERS[type])
+    np.testing.assert_allclose(net.get_acts("img"), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("type", sorted(IMAGE_LAYERS))
+def test_gradients_image_layers(rng, type):
+    # conv1's gradients pass back through the layer (after it, a conv reads its output)
+    kw = IMAGE_LAYERS[type]
+    d, lab = data("data", 0, chw=(2, 5, 5)), data("labels", 1, rows=1)
+    c1 = conv("conv1", d, filters=3, size=3, padding=1)
+    img = _image_layer("img", c1, type, **kw)
+    f = fc("fc", img, 3)
+    sm = simple("probs", "softmax", f)
+    layers = [d, lab, c1, img, f, sm, logreg("logprob", lab, sm)]
+    assert check_gradients(layers, [images(rng, (2, 5, 5)), labels(rng, 3)]) == 4

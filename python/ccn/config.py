@@ -1018,6 +1018,66 @@ class PassLayerParser(ConcatLayerParser):
             super().resolve(sec, layer, inputs, data_dims)
 
 
+class _ImageLayerParser(LayerParser):
+    """Layers of the 2012 release on images, without weights (csrc/layers/image_layers.cpp)."""
+
+    keys = frozenset({"channels"})
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        channels, size_y, size_x = _input_image(sec, inputs[0])
+        layer.update(channels=channels, imgSizeY=size_y, imgSizeX=size_x)
+        self.resolve_image(sec, layer, channels, size_y, size_x)
+
+    def resolve_image(self, sec, layer, channels, size_y, size_x):
+        _set_output(layer, channels, size_y, size_x)
+
+
+@register_layer_parser
+class ReflectLayerParser(_ImageLayerParser):
+    """href: each image mirrored left-right (the 2012 release took 1 to 3 channels)."""
+
+    type_name = "href"
+
+
+@register_layer_parser
+class BlurLayerParser(_ImageLayerParser):
+    """blur: separable Gaussian blur; taps exp(-(filterSize//2 - i)^2 / (2 stdev^2)),
+    i = 0..filterSize-1, normalised to sum 1 (the 2012 release's); zeros outside the image."""
+
+    type_name = "blur"
+    keys = frozenset({"channels", "filterSize", "stdev"})
+
+    def resolve_image(self, sec, layer, channels, size_y, size_x):
+        size = sec.get_int("filterSize")
+        if size not in (3, 5, 7, 9):
+            raise sec.error("filterSize", f"must be 3, 5, 7 or 9, got {size}")
+        if size > min(size_y, size_x):
+            raise sec.error("filterSize", f"{size} is larger than the image ({size_y}x{size_x})")
+        stdev = _positive_float(sec, "stdev")
+        taps = [math.exp(-((size // 2 - i) ** 2) / (2 * stdev ** 2)) for i in range(size)]
+        layer.update(filterSize=size, stdev=stdev, filter=[t / sum(taps) for t in taps])
+        _set_output(layer, channels, size_y, size_x)
+
+
+@register_layer_parser
+class NailbedLayerParser(_ImageLayerParser):
+    """nailbed: every stride-th pixel, ceil(imgSize/stride) per axis, centred as the 2012
+    release placed them (start = (imgSize - stride*(outputs-1)) // 2)."""
+
+    type_name = "nailbed"
+    keys = frozenset({"channels", "stride"})
+
+    def resolve_image(self, sec, layer, channels, size_y, size_x):
+        stride = sec.get_int("stride", minimum=1)
+        outputs_y, outputs_x = _ceil_div(size_y, stride), _ceil_div(size_x, stride)
+        starts = {(size_y - stride * (outputs_y - 1)) // 2, (size_x - stride * (outputs_x - 1)) // 2}
+        if len(starts) > 1:
+            raise sec.error("stride", f"the {size_y}x{size_x} image gives different starts per axis; "
+                                      "nailbed needs square images")
+        layer.update(stride=stride, start=starts.pop(), outputsY=outputs_y, outputsX=outputs_x)
+        _set_output(layer, channels, outputs_y, outputs_x)
+
+
 @register_layer_parser
 class DropoutLayerParser(LayerParser):
     """dropout: inverted (kept units scaled by 1/keep in training, identity at test time);
