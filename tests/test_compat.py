@@ -212,9 +212,10 @@ def test_dropout_enable_and_pool_sum_keys(tmp_path):
                             "[fc10]\ntype=fc\ninputs=drop").replace("pool=max", "pool=avg\nsum=0")
     layers = _load(tmp_path, net, SMALL_PARAMS + "\n[drop]\nenable=false\n")
     assert layers["drop"]["type"] == "dropout2" and layers["drop"]["keep"] == 0.7
-    assert layers["drop"]["enable"] is False and layers["pool1"]["pool"] == "avg"
-    with pytest.raises(ConfigError, match="sum=1"):
-        _load(tmp_path, net.replace("sum=0", "sum=1"), SMALL_PARAMS)
+    assert layers["drop"]["enable"] is False and layers["pool1"]["pool"] == "avg" and "sum" not in layers["pool1"]
+    assert _load(tmp_path, net.replace("sum=0", "sum=1"), SMALL_PARAMS)["pool1"]["sum"] is True
+    with pytest.raises(ConfigError, match="pool=avg only"):
+        _load(tmp_path, net.replace("pool=avg\nsum=0", "pool=max\nsum=1"), SMALL_PARAMS)
 
 
 # ---------------------------------------------------------------- init functions and constraints

@@ -277,6 +277,7 @@ CONV_MIDDLES = {
     "local": lambda c: [conv("local2", c, filters=2, size=3, padding=1, stride=2, type="local")],
     "pool_max": lambda c: [pool("pool", c, "max", size=3, stride=2)],
     "pool_avg": lambda c: [pool("pool", c, "avg", size=3, stride=2, start=-1)],
+    "pool_sum": lambda c: [dict(pool("pool", c, "avg", size=3, stride=2, start=-1), sum=True)],
     "pool_maxabs": lambda c: [pool("pool", c, "maxabs", size=2, stride=2)],
     "cmpool": lambda c: [cmpool("cmpool", c, size=2, stride=1, outputs=3)],
     "rnorm": lambda c: [norm("rnorm", c, "rnorm", size=3)],
@@ -839,3 +840,51 @@ def test_gradients_image_layers(rng, type):
     sm = simple("probs", "softmax", f)
     layers = [d, lab, c1, img, f, sm, logreg("logprob", lab, sm)]
     assert check_gradients(layers, [images(rng, (2, 5, 5)), labels(rng, 3)]) == 4
+
+
+# ---- element-wise costs of the 2012 release: cost.crossent2, cost.rflickr ------------------------
+
+def _element_cost_net(rng, kind):
+    d, t = data("data", 0, rows=5), data("targets", 1, rows=4)
+    f = fc("fc", d, 4)
+    y = neuron("y", f, "logistic")
+    layers = [d, t, f, y, cost("cost", kind, [t, y], coeff=0.7)]
+    targets = (rng.random((4, N)) < 0.5).astype(np.float32)
+    return layers, [images(rng, (5,)), targets]
+
+
+def _np_element_cost(kind, t, y):
+    if kind == "cost.crossent2":
+        return -np.sum(t * np.log(y) + (1 - t) * np.log(1 - y))
+    return np.sum(np.log1p((y - t) ** 2))
+
+
+@pytest.mark.parametrize("kind", ["cost.crossent2", "cost.rflickr"])
+def test_element_costs_match_numpy(rng, kind):
+    layers, batch = _element_cost_net(rng, kind)
+    net = make_net(layers, ["cpu"], 0)
+    net.fprop(batch, False)
+    y = net.get_acts("y").astype(np.float64)
+    assert net.costs()["cost"][0] == pytest.approx(_np_element_cost(kind, batch[1].astype(np.float64), y), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["cost.crossent2", "cost.rflickr"])
+def test_gradients_element_costs(rng, kind):
+    layers, batch = _element_cost_net(rng, kind)
+    assert check_gradients(layers, batch) == 2
+
+
+def test_sum_pooling_matches_numpy(rng):
+    """avg pooling with sum=True (cuda-convnet2): each window's sum over its in-image pixels."""
+    d = data("data", 0, chw=(2, 6, 5))
+    p = dict(pool("pool", d, "avg", size=3, stride=2, start=-1), sum=True)
+    net = make_net([d, p, cost("c", "cost.sum2", [p])], ["cpu"], 0)
+    x = images(rng, (2, 6, 5))
+    net.fprop([x], False)
+    img = x.astype(np.float64).reshape(2, 6, 5, N)
+    expected = np.zeros((2, p["outputsY"], p["outputsX"], N))
+    for oy in range(p["outputsY"]):
+        for ox in range(p["outputsX"]):
+            y0, x0 = max(-1 + 2 * oy, 0), max(-1 + 2 * ox, 0)
+            expected[:, oy, ox] = img[:, y0:-1 + 2 * oy + 3, x0:-1 + 2 * ox + 3].sum(axis=(1, 2))
+    np.testing.assert_allclose(net.get_acts("pool"), expected, rtol=1e-5, atol=1e-5)

@@ -227,7 +227,7 @@ def test_non_finite_names_the_first_activations(tmp_path, device):
 
 
 # The originals' forms: two towers crossing at a two-input conv, sparse connectivity, the
-# 2012 release's image layers, dropout2 / hs / pass.
+# 2012 release's image layers, dropout2 / hs / pass, cuda-convnet2's sum pooling.
 TOWERS = """
 [data]
 type=data
@@ -298,9 +298,17 @@ inputs=conv2b
 channels=8
 stride=2
 
+[poolsum]
+type=pool
+pool=avg
+sum=1
+inputs=conv2a
+sizeX=3
+stride=2
+
 [drop2]
 type=dropout2
-inputs=conv2a
+inputs=poolsum
 keep=0.7
 
 [hs]
@@ -358,3 +366,51 @@ def test_originals_forms_train_like_cpu_and_split_like_one(tmp_path, device):
     reference = train_towers(build_towers(tmp_path, ["cpu"], split=False))
     assert_same_training(train_towers(build_towers(tmp_path, [d], split=False)), reference, rtol=1e-4)
     assert_same_training(train_towers(build_towers(tmp_path, [d, d], split=True)), reference, rtol=1e-4)
+
+
+ELEMENT_COSTS = """
+[data]
+type=data
+dataIdx=0
+
+[targets]
+type=data
+dataIdx=1
+
+[fc]
+type=fc
+inputs=data
+outputs=6
+initW=0.3
+neuron=logistic
+
+[xent]
+type=cost.crossent2
+inputs=targets,fc
+
+[robust]
+type=cost.rflickr
+inputs=targets,fc
+coeff=0.5
+"""
+
+
+@pytest.mark.parametrize("steps", [3])
+def test_element_costs_train_like_cpu(tmp_path, device, steps):
+    (tmp_path / "c.cfg").write_text(ELEMENT_COSTS)
+    (tmp_path / "c-params.cfg").write_text("[fc]\nepsW=0.1\nepsB=0.1\nmomW=0.9\nmomB=0.9\n")
+    layers = config.load_layers(str(tmp_path / "c.cfg"), str(tmp_path / "c-params.cfg"), {0: 9, 1: 6})
+    results = []
+    for d in ("cpu", as_net_device(device)):
+        net = _core.Net(layers, [d], 5)
+        config.set_learning_params(net, layers, 0.0)
+        rng = np.random.default_rng(3)
+        costs = []
+        for _ in range(steps):
+            x = rng.standard_normal((9, 7)).astype(np.float32)
+            t = (rng.random((6, 7)) < 0.5).astype(np.float32)
+            out = net.train_step([x, t])
+            costs.append([out["xent"][0], out["robust"][0]])
+        results.append((costs, net.get_params("fc")["weights"][0]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)

@@ -839,7 +839,7 @@ class PoolLayerParser(LayerParser):
             if pool != "avg":
                 raise sec.error("sum", f"applies to pool=avg only, not pool={pool}")
             if sec.get_bool("sum"):
-                raise sec.error("sum", "sum=1 (sum pooling) is not supported; use pool=avg (sum=0)")
+                layer["sum"] = True
         size = sec.get_int("sizeX", minimum=1, maximum=min(size_y, size_x))
         stride = sec.get_int("stride", minimum=1)
         start = sec.get_int("start", 0, minimum=1 - size, maximum=min(size_y, size_x) - size)
@@ -1180,6 +1180,33 @@ class CrossEntropyCostParser(_CostLayerParser):
         if labels["outputs"] != probs["outputs"]:
             raise sec.error("inputs", f"labels '{labels['name']}' have {labels['outputs']} rows but "
                                       f"'{probs['name']}' has {probs['outputs']} classes")
+
+
+class _ElementCostParser(_CostLayerParser):
+    """The 2012 release's element-wise costs: inputs = [labels, outputs] with the same rows
+    (one target per output, e.g. multi-label data against logistic outputs)."""
+
+    min_inputs = max_inputs = 2
+
+    def check_inputs(self, sec, inputs):
+        labels, outputs = inputs
+        if labels["outputs"] != outputs["outputs"]:
+            raise sec.error("inputs", f"labels '{labels['name']}' have {labels['outputs']} rows but "
+                                      f"'{outputs['name']}' has {outputs['outputs']} outputs")
+
+
+@register_layer_parser
+class BinaryCrossEntropyCostParser(_ElementCostParser):
+    """cost.crossent2: -(t log y + (1-t) log(1-y)) summed over elements."""
+
+    type_name = "cost.crossent2"
+
+
+@register_layer_parser
+class RobustFlickrCostParser(_ElementCostParser):
+    """cost.rflickr: log(1 + (y-t)^2) summed over elements."""
+
+    type_name = "cost.rflickr"
 
 
 # ---------------------------------------------------------------------------------------
