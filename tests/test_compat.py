@@ -40,7 +40,7 @@ def test_dummy_cn_trains_a_conv_net_on_flat_rows(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("option, message", [
-    ("--inner-size=24", "--inner-size: the fashion-mnist provider does not take it (cifar-cropped, dummy do)"),
+    ("--inner-size=24", "--inner-size: the fashion-mnist provider does not take it (cifar-cropped, dummy, image, images do)"),
     ("--crop-border=3", "--crop-border: the dummy provider does not take it (cifar-cropped do)"),
     ("--batch-size=x", "--batch-size: invalid int value"),
 ])
@@ -303,12 +303,12 @@ def test_trainer_applies_wball_after_each_update(tmp_path, capsys):
     assert np.linalg.norm(w, axis=0).max() <= 0.001 * w.shape[0] * (1 + 1e-5)
 
 
-def test_replica_lists_parse_and_are_refused_when_run(tmp_path, capsys):
+def test_replica_lists_parse_and_run(tmp_path, capsys):
     net = SMALL_NET.replace("stride=2\ninitW", "stride=2\ngpu=0,1\ninitW")
     layers = _load(tmp_path, net, SMALL_PARAMS)
     assert layers["conv1"]["gpu"] == 0 and layers["conv1"]["replicas"] == [0, 1]
-    code, out = _run_with(tmp_path, capsys, net, SMALL_PARAMS)
-    assert code == 2 and "data-parallel replicas are not supported yet" in out.err
+    code, out = _run_with(tmp_path, capsys, net, SMALL_PARAMS, ["--gpu=cpu,cpu"])
+    assert code == 0, out.err
     with pytest.raises(ConfigError, match="lists a device twice"):
         _load(tmp_path, net.replace("gpu=0,1", "gpu=1,1"), SMALL_PARAMS)
 

@@ -173,6 +173,14 @@ def test_dropout_mask_is_a_function_of_seed_and_offset(device):
     assert np.array_equal(first.reshape(-1), longer[3:3 + first.size])
 
 
+def test_dropout_mask_row_stride_takes_a_slice_of_the_cases(device):
+    """With row_stride = the whole minibatch's cases, a slice of the cases draws exactly the
+    numbers the whole mask draws for them (replicas and processes split minibatches so)."""
+    whole = dropout(device, (9, 40), 0.5, seed=3, offset=1000)
+    (part,) = run_op(lambda m: _core.dropout_mask(m, 0.5, 3, 1000 + 12, 40), device, [], [(9, 10)])
+    np.testing.assert_array_equal(part, whole[:, 12:22])
+
+
 def test_dropout_keep_one_keeps_everything(device):
     assert np.all(dropout(device, (5, 9), 1.0, seed=3, offset=0) == 1.0)
 
@@ -193,19 +201,27 @@ def test_momentum_update(device, rng):
 
 # ---------------------------------------------------------------- data path: column slices, non-finite flags
 
-@pytest.mark.parametrize("rows, cols, start, n", [(1, 7, 0, 7), (13, 40, 5, 11), (784, 300, 256, 44)])
-def test_copy_columns(device, rng, rows, cols, start, n):
-    src = randn(rng, rows, cols)
-    (out,) = run_op(lambda s, t: _core.copy_columns(s, start, t), device, [src], [(rows, n)])
-    np.testing.assert_array_equal(out, src[:, start:start + n])
+@pytest.mark.parametrize("rows, cols, start, n, target_cols, target_start",
+                         [(1, 7, 0, 7, 7, 0), (13, 40, 5, 11, 20, 9), (784, 300, 256, 44, 44, 0)])
+@pytest.mark.parametrize("scale_targets", [0.0, 1.0, 0.5])
+def test_copy_columns(device, rng, rows, cols, start, n, target_cols, target_start, scale_targets):
+    src, initial = randn(rng, rows, cols), randn(rng, rows, target_cols)
+    expected = initial.astype(np.float64)
+    expected[:, target_start:target_start + n] *= scale_targets
+    expected[:, target_start:target_start + n] += src[:, start:start + n]
+    (out,) = run_op(lambda s, t: _core.copy_columns(s, start, t, target_start, n, scale_targets), device, [src],
+                    [initial])
+    assert_close(out, expected)
 
 
 def test_copy_columns_errors(rng):
     src = randn(rng, 3, 10)
-    with pytest.raises(ValueError, match="within the 10 columns"):
-        _core.copy_columns(src, 8, np.empty((3, 4), np.float32))
+    with pytest.raises(ValueError, match="within the 10 columns of src"):
+        _core.copy_columns(src, 8, np.empty((3, 4), np.float32), 0, 4)
+    with pytest.raises(ValueError, match="within the 4 columns of targets"):
+        _core.copy_columns(src, 0, np.empty((3, 4), np.float32), 2, 3)
     with pytest.raises(ValueError, match="'targets'"):
-        _core.copy_columns(src, 0, np.empty((4, 2), np.float32))
+        _core.copy_columns(src, 0, np.empty((4, 2), np.float32), 0, 2)
 
 
 @pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])

@@ -162,12 +162,18 @@ def test_staged_batches_sliced_on_the_device_train_like_host_minibatches(tmp_pat
             reference.train_step([np.ascontiguousarray(x[:, s:s + 8]), np.ascontiguousarray(y[:, s:s + 8])])
     staged = build(tmp_path, [d], split=False)
     staged.stage_batch(list(batches[0]))
+    test_x = rng.standard_normal((3 * 11 * 9, 6)).astype(np.float32)
     for i in range(2):
         assert staged.begin_batch() == 20
         if i == 0:
             staged.stage_batch(list(batches[1]))  # the back buffer, while batch 0 trains
         for s in range(0, 20, 8):
             staged.train_slice(s, min(s + 8, 20))
+        # a test batch on channel 1 leaves the training channel's staged batch alone
+        staged.stage_batch([test_x, np.zeros((1, 6), np.float32)], 1)
+        assert staged.begin_batch(1) == 6
+        staged.fprop_slice(2, 5, False)
+        assert staged.get_acts("conv1").shape[-1] == 3
     for name in reference.weight_layer_names():
         for wa, wb in zip(reference.get_params(name)["weights"], staged.get_params(name)["weights"]):
             np.testing.assert_array_equal(wa, wb, err_msg=name)

@@ -209,7 +209,7 @@ def test_bad_requests_are_one_line_errors(trained, tmp_path, capsys, args, messa
 
 def test_not_a_checkpoint(tmp_path, capsys):
     bogus = tmp_path / "3.5"
-    bogus.write_bytes(b"\x80\x04not a pickle at all")
+    bogus.write_bytes(b"PK\x03\x04 not a checkpoint at all")
     assert shownet_main(["-f", str(bogus), "--show-cost=logprob"]) == 2
     assert export.main(["-f", str(bogus), f"--out={tmp_path / 'w.npz'}"]) == 2
     err = capsys.readouterr().err

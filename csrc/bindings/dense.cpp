@@ -60,12 +60,13 @@ void bind_dense(py::module_& m) {
      py::arg("scale_output") = 1.f,
      "targets = scale_targets * targets + scale_output * where(inputs == acts, out_grads, 0)");
 
-  m.def("dropout_mask", [](py::handle mask, float keep, uint64_t seed, uint64_t offset) {
+  m.def("dropout_mask", [](py::handle mask, float keep, uint64_t seed, uint64_t offset, int64_t rowStride) {
     Tensor t = as_target(mask, "mask");
     py::gil_scoped_release release;
-    ops::dropoutMask(t, keep, seed, offset);
-  }, py::arg("mask"), py::arg("keep"), py::arg("seed"), py::arg("offset") = 0,
-     "mask[i] = 1 / keep if philox_uniform(seed, offset + i) < keep else 0");
+    ops::dropoutMask(t, keep, seed, offset, rowStride < 0 ? (t.numel() ? t.cols() : 0) : rowStride);
+  }, py::arg("mask"), py::arg("keep"), py::arg("seed"), py::arg("offset") = 0, py::arg("row_stride") = -1,
+     "mask[r, c] = 1 / keep if philox_uniform(seed, offset + r * row_stride + c) < keep else 0 (matrix view; "
+     "row_stride -1: the mask's columns)");
 
   m.def("momentum_update", [](py::handle weights, py::handle grads, py::handle inc, float epsOverCases, float mom,
                               float wcEps) {
@@ -75,12 +76,14 @@ void bind_dense(py::module_& m) {
   }, py::arg("weights"), py::arg("grads"), py::arg("inc"), py::arg("eps_over_cases"), py::arg("mom"),
      py::arg("wc_eps"), "inc = mom * inc + eps_over_cases * grads - wc_eps * weights; weights += inc (in place)");
 
-  m.def("copy_columns", [](py::handle src, int64_t start, py::handle targets) {
+  m.def("copy_columns", [](py::handle src, int64_t srcStart, py::handle targets, int64_t targetStart, int64_t count,
+                           float scaleTargets) {
     Tensor s = as_tensor(src, "src"), t = as_target(targets, "targets");
     py::gil_scoped_release release;
-    ops::copyColumns(s, start, t);
-  }, py::arg("src"), py::arg("start"), py::arg("targets"),
-     "targets[:, :] = src[:, start:start + targets.shape[1]] (matrix views)");
+    ops::copyColumns(s, srcStart, t, targetStart, count, scaleTargets);
+  }, py::arg("src"), py::arg("src_start"), py::arg("targets"), py::arg("target_start"), py::arg("count"),
+     py::arg("scale_targets") = 0.f,
+     "targets[:, t:t+count] = scale_targets * targets[:, t:t+count] + src[:, s:s+count] (matrix views)");
 
   m.def("flag_non_finite", [](py::handle t, py::handle flags, int64_t index) {
     Tensor x = as_tensor(t, "t"), f = as_target(flags, "flags");

@@ -24,7 +24,13 @@ ConfigValue toConfigValue(py::handle obj) {
     v.kind = ConfigValue::Kind::Int;
     PyObject* index = PyNumber_Index(obj.ptr());
     if (!index) throw py::error_already_set();
-    v.i = py::reinterpret_steal<py::int_>(index).cast<int64_t>();
+    int overflow = 0;
+    v.i = PyLong_AsLongLongAndOverflow(index, &overflow);
+    Py_DECREF(index);
+    if (overflow) {  // the typed getters then name the layer and key
+      v.kind = ConfigValue::Kind::Other;
+      v.s = "an int beyond 64 bits";
+    }
   } else if (py::isinstance<py::float_>(obj) ||
              py::isinstance(obj, py::module_::import("numpy").attr("floating"))) {
     v.kind = ConfigValue::Kind::Float;
@@ -169,14 +175,15 @@ void bind_net(py::module_& m) {
         }
         return costsDict(net);
       }, py::arg("data"), "fprop(train=True) + bprop + update; returns costs().")
-      .def("stage_batch", [](Net& net, const py::list& data) {
+      .def("stage_batch", [](Net& net, const py::list& data, int channel) {
         std::vector<Tensor> tensors = toDataTensors(data);
         py::gil_scoped_release release;
-        net.stageBatch(tensors);
-      }, py::arg("data"),
-         "Copies a whole data batch to the data layers' devices (asynchronously on CUDA) as the next batch.")
-      .def("begin_batch", &Net::beginBatch, py::call_guard<py::gil_scoped_release>(),
-           "Makes the staged batch current (waiting for its copies); returns its number of cases.")
+        net.stageBatch(tensors, channel);
+      }, py::arg("data"), py::arg("channel") = 0,
+         "Copies a whole data batch to the data layers' devices (asynchronously on CUDA) as the channel's "
+         "next batch (channel 0: training, 1: testing).")
+      .def("begin_batch", &Net::beginBatch, py::arg("channel") = 0, py::call_guard<py::gil_scoped_release>(),
+           "Makes the channel's staged batch current (waiting for its copies); returns its number of cases.")
       .def("fprop_slice", &Net::fpropSlice, py::arg("start"), py::arg("end"), py::arg("train") = false,
            py::call_guard<py::gil_scoped_release>(), "fprop on cases [start, end) of the current batch.")
       .def("train_slice", [](Net& net, int start, int end) {
@@ -197,6 +204,30 @@ void bind_net(py::module_& m) {
         d["biases"] = to_numpy(net.grad(name, "biases", 0));
         return d;
       }, py::arg("name"), "Gradients of the objective from the last bprop (sums over the cases).")
+      .def("set_grads", [](Net& net, const std::string& name, const py::dict& grads) {
+        size_t count = net.numWeights(name);
+        for (auto kv : grads) {
+          std::string key = py::str(kv.first);
+          if (key == "biases") {
+            HostArray h = toHostArray(kv.second, name, key);
+            net.setGrad(name, key, 0, h.tensor);
+            continue;
+          }
+          CCN_CHECK(key == "weights", "layer '", name, "': unknown gradient key '", key, "' (expected weights, biases)");
+          py::sequence items = py::reinterpret_borrow<py::sequence>(kv.second);
+          CCN_CHECK(items.size() == count, "layer '", name, "': 'weights' must hold ", count, " array(s), got ",
+                    items.size());
+          for (size_t i = 0; i < count; ++i) {
+            HostArray h = toHostArray(items[i], name, "weights[" + std::to_string(i) + "]");
+            net.setGrad(name, key, i, h.tensor);
+          }
+        }
+      }, py::arg("name"), py::arg("grads"),
+         "Replaces the last bprop's gradients (weights: list, biases) before update(), e.g. by their sum over "
+         "processes.")
+      .def("set_shard", &Net::setShard, py::arg("index"), py::arg("count"),
+           "This net's minibatches are shard `index` of `count` equal shards of each step's minibatch (random "
+           "numbers are drawn per case of the whole minibatch).")
       .def_property("rng_counter", &Net::rngCounter, &Net::setRngCounter)
       .def("check_finite", [](const Net& net) -> py::object {
         std::string where = net.firstNonFinite();

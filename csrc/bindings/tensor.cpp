@@ -52,7 +52,8 @@ void bind_tensor(py::module_& m) {
   }, py::arg("device") = "cpu", py::call_guard<py::gil_scoped_release>(),
      "Waits until all work queued on `device` is done (a no-op on the CPU).");
   m.def("num_threads", &num_threads);
-  m.def("set_num_threads", &set_num_threads);
+  // without the GIL: it waits for a parallel region another Python thread may be running
+  m.def("set_num_threads", &set_num_threads, py::arg("n"), py::call_guard<py::gil_scoped_release>());
   m.def("allocator_stats", [](const std::string& device) {
     AllocatorStats s = allocator_stats(Device::parse(device));
     py::dict d;

@@ -1,10 +1,15 @@
 #include "core/thread_pool.h"
 
+#include "core/error.h"
+
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -15,32 +20,54 @@ thread_local bool inside_parallel_region = false;
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int n) { resize(n); }
+  explicit ThreadPool(int n) {
+    try {
+      resize(n);
+    } catch (const std::exception&) {
+      // too few threads can be started (a process or memory limit): work on the caller alone
+    }
+  }
   ~ThreadPool() { stop(); }
 
-  int size() const { return static_cast<int>(workers_.size()) + 1; }  // + the caller
+  int size() const { return size_.load(); }  // workers + the caller
 
+  // Waits for a parallel region in progress to end: its workers must not vanish under it.
+  // If a thread cannot be started, the pool keeps only the caller and this throws.
   void resize(int n) {
+    std::lock_guard<std::mutex> run_lock(run_mutex_);
     stop();
     stopping_ = false;
     // New workers wait for the next region, not one that ran before a resize.
     const uint64_t seen = generation_;
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, seen] { worker_loop(i, seen); });
+    try {
+      for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, seen] { worker_loop(i, seen); });
+    } catch (const std::system_error& e) {
+      const size_t started = workers_.size();
+      stop();
+      stopping_ = false;
+      size_ = 1;
+      throw std::runtime_error(detail::format("set_num_threads(", n, "): could not start thread ", started + 1,
+                                              " (", e.what(), "); running on 1 thread"));
+    }
+    size_ = static_cast<int>(workers_.size()) + 1;
   }
 
   // Runs task(k) for k in [0, tasks) with task k on thread k (the caller runs task 0).
+  // Tasks beyond the pool's size (after a resize since the caller counted) run on the caller.
   void run(int tasks, const std::function<void(int)>& task) {
     std::lock_guard<std::mutex> run_lock(run_mutex_);  // one parallel region at a time
+    const int threads = std::min(tasks, size());
     {
       std::lock_guard<std::mutex> lock(mutex_);
       task_ = &task;
-      tasks_ = tasks;
-      pending_ = tasks - 1;
+      tasks_ = threads;
+      pending_ = threads - 1;
       error_ = nullptr;
       ++generation_;
     }
     cv_start_.notify_all();
     run_one(task, 0);
+    for (int k = threads; k < tasks; ++k) run_one(task, k);
     std::unique_lock<std::mutex> lock(mutex_);
     cv_done_.wait(lock, [this] { return pending_ == 0; });
     task_ = nullptr;
@@ -94,6 +121,7 @@ class ThreadPool {
   uint64_t generation_ = 0;
   bool stopping_ = false;
   std::exception_ptr error_;
+  std::atomic<int> size_{1};
 };
 
 int default_threads() {
@@ -113,7 +141,10 @@ ThreadPool& pool() {
 
 int num_threads() { return pool().size(); }
 
-void set_num_threads(int n) { pool().resize(std::max(1, n)); }
+void set_num_threads(int n) {
+  CCN_CHECK(!inside_parallel_region, "set_num_threads cannot be called from inside a parallel region");
+  pool().resize(std::max(1, n));
+}
 
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (n <= 0) return;

@@ -117,16 +117,21 @@ CostResult logregCost(const Tensor& labels, const Tensor& probs, int topK) {
     // count against the label). It is in the top k iff fewer than k do.
     std::vector<float> labelProb(width);
     std::vector<int64_t> rivals(width, 0);
+    // A NaN or Inf probability makes the case an error (a NaN compares false: it would win).
+    std::vector<char> finite(width, 1);
     for (int64_t j = 0; j < width; ++j) labelProb[j] = p[label[begin + j] * cases + begin + j];
     for (int64_t k = 0; k < classes; ++k) {
       const float* row = p + k * cases + begin;
-      for (int64_t j = 0; j < width; ++j) rivals[j] += row[j] >= labelProb[j] && k != label[begin + j];
+      for (int64_t j = 0; j < width; ++j) {
+        rivals[j] += row[j] >= labelProb[j] && k != label[begin + j];
+        finite[j] &= std::isfinite(row[j]);
+      }
     }
     CostResult r;
     for (int64_t j = 0; j < width; ++j) {
       r.cost -= std::log(static_cast<double>(labelProb[j]));
-      r.error += rivals[j] >= 1;
-      r.errorTopK += rivals[j] >= topK;
+      r.error += !finite[j] || rivals[j] >= 1;
+      r.errorTopK += !finite[j] || rivals[j] >= topK;
     }
     return r;
   });

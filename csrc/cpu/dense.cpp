@@ -94,11 +94,13 @@ void eltwiseMaxGrad(const Tensor& outGrads, const Tensor& inputs, const Tensor& 
                    [&](int64_t i) { store_scaled(t[i], x[i] == y[i] ? g[i] : 0.f, scaleTargets, scaleOutput); });
 }
 
-void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset) {
+void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset, int64_t rowStride) {
   const float kept = 1.f / keep;
+  const int64_t cols = mask.numel() ? mask.cols() : 1;
   float* m = mask.data();
   for_each_element(mask.numel(), [&](int64_t i) {
-    m[i] = philox_uniform(seed, offset + static_cast<uint64_t>(i)) < keep ? kept : 0.f;
+    const uint64_t number = offset + static_cast<uint64_t>(i / cols * rowStride + i % cols);
+    m[i] = philox_uniform(seed, number) < keep ? kept : 0.f;
   });
 }
 
@@ -113,11 +115,17 @@ void momentumUpdate(Tensor& weights, const Tensor& grads, Tensor& inc, float eps
   });
 }
 
-void copyColumns(const Tensor& src, int64_t start, Tensor& targets) {
-  const int64_t rows = src.rows(), from = src.cols(), n = targets.cols();
-  const float* s = src.data() + start;
-  float* t = targets.data();
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(t + r * n, s + r * from, sizeof(float) * n);
+void copyColumns(const Tensor& src, int64_t srcStart, Tensor& targets, int64_t targetStart, int64_t count,
+                 float scaleTargets) {
+  const int64_t rows = src.rows(), from = src.cols(), to = targets.cols();
+  const float* s = src.data() + srcStart;
+  float* t = targets.data() + targetStart;
+  if (scaleTargets == 0.f) {
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(t + r * to, s + r * from, sizeof(float) * count);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < count; ++j) t[r * to + j] = scaleTargets * t[r * to + j] + s[r * from + j];
 }
 
 void flagNonFinite(const Tensor& t, Tensor& flags, int64_t index) {

@@ -12,6 +12,7 @@
 // Checked here: logreg labels are integers in [0, numClasses) (the kernels flag the first
 // bad case; the host reads the flag back and raises ValueError naming 'labels').
 #include <algorithm>
+#include <cfloat>
 #include <vector>
 
 #include "cuda/kernel_util.cuh"
@@ -92,10 +93,16 @@ logreg_cost_kernel(const float* labels, const float* probs, int numClasses, int 
       int l = int(label);
       float p = probs[int64_t(l) * numCases + n];
       int rivals = 0;  // classes other than the label scoring at least as high: ties count against it
-      for (int k = 0; k < numClasses; ++k) rivals += k != l && probs[int64_t(k) * numCases + n] >= p;
+      // a NaN or Inf probability makes the case an error (NaN compares false: it would win)
+      bool finite = fabsf(p) <= FLT_MAX;
+      for (int k = 0; k < numClasses; ++k) {
+        float q = probs[int64_t(k) * numCases + n];
+        rivals += k != l && q >= p;
+        finite = finite && fabsf(q) <= FLT_MAX;
+      }
       cost = -log(double(p));
-      error = rivals >= 1;
-      errorTopK = rivals >= topK;
+      error = !finite || rivals >= 1;
+      errorTopK = !finite || rivals >= topK;
     } else {
       badCase = n;
     }

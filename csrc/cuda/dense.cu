@@ -2,7 +2,7 @@
 //   gemm:       C = sT * C + sO * op(A) op(B), row-major, op(X) = X or X^T.
 //   addBias:    targets (R, numel / R) += bias[r];  biasGrad: targets[r] = sum of row r of grads.
 //   add, mult, eltwiseMax, eltwiseMaxGrad, dropoutMask, momentumUpdate: element-wise.
-//   copyColumns: targets (R, n) = src[:, start:start + n];  flagNonFinite: flags[index] = 1
+//   copyColumns: targets[:, t0 + j] = sT * targets[:, t0 + j] + src[:, s0 + j], j < count;  flagNonFinite: flags[index] = 1
 //     when some element of t is NaN or Inf (every finding thread stores the same 1).
 // Layout: every tensor is its row-major matrix view (rows = all dims but the last).
 // Launch:
@@ -124,9 +124,12 @@ __global__ void eltwise_max_grad_kernel(const float* outGrads, const float* inpu
   CCN_GRID_STRIDE_LOOP(i, n) store_scaled(targets[i], inputs[i] == acts[i] ? outGrads[i] : 0.f, sT, sO);
 }
 
-__global__ void dropout_mask_kernel(float* mask, int64_t n, float keep, float scale, uint64_t seed,
-                                    uint64_t offset) {
-  CCN_GRID_STRIDE_LOOP(i, n) mask[i] = philox_uniform(seed, offset + uint64_t(i)) < keep ? scale : 0.f;
+__global__ void dropout_mask_kernel(float* mask, int64_t n, int64_t cols, int64_t rowStride, float keep,
+                                    float scale, uint64_t seed, uint64_t offset) {
+  CCN_GRID_STRIDE_LOOP(i, n) {
+    const uint64_t number = offset + uint64_t(i / cols * rowStride + i % cols);
+    mask[i] = philox_uniform(seed, number) < keep ? scale : 0.f;
+  }
 }
 
 __global__ void momentum_update_kernel(float* weights, const float* grads, float* inc, int64_t n,
@@ -138,11 +141,12 @@ __global__ void momentum_update_kernel(float* weights, const float* grads, float
   }
 }
 
-__global__ void copy_columns_kernel(const float* src, int64_t srcCols, int64_t start, float* targets,
-                                    int64_t cols, int64_t n) {
+__global__ void copy_columns_kernel(const float* src, int64_t srcCols, float* targets, int64_t targetCols,
+                                    int64_t count, int64_t n, float scaleTargets) {
   CCN_GRID_STRIDE_LOOP(i, n) {
-    int64_t r = i / cols, c = i - r * cols;
-    targets[i] = src[r * srcCols + start + c];
+    int64_t r = i / count, c = i - r * count;
+    float& t = targets[r * targetCols + c];
+    t = scaleTargets == 0.f ? src[r * srcCols + c] : scaleTargets * t + src[r * srcCols + c];
   }
 }
 
@@ -239,12 +243,12 @@ void eltwiseMaxGrad(const Tensor& outGrads, const Tensor& inputs, const Tensor& 
   CCN_CUDA_CHECK_LAUNCH("eltwise_max_grad_kernel");
 }
 
-void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset) {
+void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset, int64_t rowStride) {
   int64_t n = mask.numel();
   if (n == 0) return;
   set_device(mask);
-  dropout_mask_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(mask.data(), n, keep, 1.f / keep, seed,
-                                                                          offset);
+  dropout_mask_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(mask.data(), n, mask.cols(), rowStride,
+                                                                          keep, 1.f / keep, seed, offset);
   CCN_CUDA_CHECK_LAUNCH("dropout_mask_kernel");
 }
 
@@ -259,11 +263,12 @@ void momentumUpdate(Tensor& weights, const Tensor& grads, Tensor& inc, float eps
   CCN_CUDA_CHECK_LAUNCH("momentum_update_kernel");
 }
 
-void copyColumns(const Tensor& src, int64_t start, Tensor& targets) {
-  int64_t n = targets.numel();
+void copyColumns(const Tensor& src, int64_t srcStart, Tensor& targets, int64_t targetStart, int64_t count,
+                 float scaleTargets) {
+  int64_t n = src.rows() * count;
   set_device(targets);
-  copy_columns_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(src.data(), src.cols(), start,
-                                                                          targets.data(), targets.cols(), n);
+  copy_columns_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream()>>>(
+      src.data() + srcStart, src.cols(), targets.data() + targetStart, targets.cols(), count, n, scaleTargets);
   CCN_CUDA_CHECK_LAUNCH("copy_columns_kernel");
 }
 

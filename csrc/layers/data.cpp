@@ -16,8 +16,14 @@ class DataLayer : public Layer {
   int dataIndex() const override { return dataIdx_; }
   void checkInputs() const override { requireInputCount(0); }
   void fprop(bool) override {
-    if (dataSource->device() == acts().device()) ops::copyColumns(*dataSource, dataStart, acts());
-    else acts().copy_from(*dataSource);
+    Tensor& out = acts();
+    if (dataSource->device() == out.device()) {
+      ops::copyColumns(*dataSource, dataStart, out, 0, out.cols(), 0.f);
+    } else if (dataStart == 0 && dataSource->cols() == out.cols()) {
+      out.copy_from(*dataSource);
+    } else {  // a replica's column range of an array on another device
+      ops::copyColumns(dataSource->to(out.device()), dataStart, out, 0, out.cols(), 0.f);
+    }
   }
   void bprop() override {}
 

@@ -36,10 +36,13 @@ class DropoutLayer : public Layer {
 
   void resize(int numCases) override { mask_ = Tensor::empty({outputs_, numCases}, acts().device()); }
 
-  void reserveRandom(uint64_t seed, uint64_t& counter) override {
+  // Numbers [counter, counter + outputs * total): element (o, case) of the whole minibatch
+  // takes number counter + o * total + case; this replica's cases start at cases.first.
+  void reserveRandom(uint64_t seed, uint64_t& counter, const CaseSlice& cases) override {
     seed_ = seed;
-    offset_ = counter;
-    counter += static_cast<uint64_t>(mask_.numel());
+    offset_ = counter + static_cast<uint64_t>(cases.first);
+    rowStride_ = cases.total;
+    counter += static_cast<uint64_t>(outputs_) * static_cast<uint64_t>(cases.total);
   }
 
   void fprop(bool train) override {
@@ -48,7 +51,7 @@ class DropoutLayer : public Layer {
       ops::add(inputs[0].acts(), acts(), 0.f, testScale());
       return;
     }
-    ops::dropoutMask(mask_, keep_, seed_, offset_);
+    ops::dropoutMask(mask_, keep_, seed_, offset_, rowStride_);
     ops::mult(inputs[0].acts(), mask_, acts(), 0.f, testScale());
   }
 
@@ -73,6 +76,7 @@ class DropoutLayer : public Layer {
   bool enable_ = true;
   Tensor mask_;
   uint64_t seed_ = 0, offset_ = 0;
+  int64_t rowStride_ = 0;
   bool train_ = false;
 };
 

@@ -20,24 +20,46 @@ namespace ccn::net {
 class Layer;
 class CostLayer;
 
+// Where a layer replica's cases sit in the whole minibatch of a step (all replicas of all
+// processes): [first, first + count) of total. Random numbers are drawn per case of the whole
+// minibatch, so any split of it draws the same numbers for the same case.
+struct CaseSlice {
+  int64_t first = 0, count = 0, total = 0;
+};
+
 // A layer's activations as seen on one logical device, and the gradient that the
-// consumers on that device accumulate for them. Replica 0 of a layer lives on its own
+// consumers on that device accumulate for them. Copy 0 of a layer lives on its own
 // device; the others are copies on the devices of consumers placed elsewhere.
-struct Replica {
+struct ActsCopy {
   int device = 0;       // logical device
   Tensor acts;          // (outputs, numCases)
   Tensor grad;          // same shape; defined when some consumer here sends a gradient
   int gradWriters = 0;  // consumer inputs on this device that write into grad
 };
 
+// A range of cases (columns) of one producer replica's activations that a consumer replica
+// reads: its columns [producerStart, producerStart + count) are the consumer's columns
+// [consumerStart, consumerStart + count). Set by the Net for each batch size.
+struct Piece {
+  Layer* producer = nullptr;
+  int64_t producerStart = 0, consumerStart = 0, count = 0;
+};
+
 // One input of a layer, wired by the Net.
 struct LayerInput {
-  Layer* layer = nullptr;      // the producer
-  Replica* replica = nullptr;  // its replica on the consumer's device
+  Layer* layer = nullptr;      // the producer (for a gathered input: its replica 0)
+  ActsCopy* copy = nullptr;  // its activations on the consumer's device
   bool sendsGrad = false;      // the consumer writes the gradient for this input
   float gradScale = 0.f;       // scaleTargets of that write: 0 for the first writer, else 1
-  const Tensor& acts() const { return replica->acts; }
-  Tensor& grad() const { return replica->grad; }
+  // When producer and consumer are split into different numbers of data-parallel replicas,
+  // the consumer's cases are gathered from pieces of the producer's replicas into a buffer
+  // of its own (`gathered`, which `copy` then points to); its gradient goes back the same way.
+  std::vector<Layer*> producerReplicas;
+  std::vector<Piece> pieces;
+  std::shared_ptr<ActsCopy> gathered;
+  bool isGathered() const { return gathered != nullptr; }
+  const Tensor& acts() const { return copy->acts; }
+  Tensor& grad() const { return copy->grad; }
 };
 
 class Layer {
@@ -68,11 +90,16 @@ class Layer {
   // Checks the number and sizes of the inputs once they are wired (ValueError naming the layer).
   virtual void checkInputs() const = 0;
   // (Re)allocates the layer's own buffers (masks, denominators, views) for a batch size;
-  // called after the Net has allocated the replicas.
+  // called after the Net has allocated the copies.
   virtual void resize(int numCases) { (void)numCases; }
-  // A train-mode fprop draws random numbers [counter, counter + n) of the Net's stream
-  // and advances counter by n (dropout); called in layer order before each such pass.
-  virtual void reserveRandom(uint64_t seed, uint64_t& counter) { (void)seed; (void)counter; }
+  // A train-mode fprop draws random numbers [counter, counter + n) of the Net's stream for
+  // the whole minibatch and advances counter by n (dropout), using those of `cases`; called
+  // in layer order before each such pass (every replica of a layer gets the same counter).
+  virtual void reserveRandom(uint64_t seed, uint64_t& counter, const CaseSlice& cases) {
+    (void)seed;
+    (void)counter;
+    (void)cases;
+  }
   virtual void fprop(bool train) = 0;
   // Called only when the layer receives a gradient: writes the gradients of the inputs
   // that have sendsGrad and, for layers with weights, the weight gradients.
@@ -81,14 +108,19 @@ class Layer {
   // layer has no such parameter.
   virtual bool setParam(const std::string& key, double value) { (void)key; (void)value; return false; }
 
-  Tensor& acts() { return replicas[0]->acts; }
-  Tensor& actsGrad() { return replicas[0]->grad; }
+  Tensor& acts() { return copies[0]->acts; }
+  Tensor& actsGrad() { return copies[0]->grad; }
 
   // ---- wiring, set by the Net ----
-  int index = 0;                   // position in the layer list
+  int index = 0;                   // position in the net's list of layer replicas
+  int configIndex = 0;             // position of its dict in the layer list (keys its initial weights)
   int device = 0;                  // logical device
+  // Data parallelism: replica replicaIndex of replicaCount takes cases [r * n, (r + 1) * n) of
+  // each minibatch (n = numCases / replicaCount); all replicas of a layer, in order.
+  int replicaIndex = 0, replicaCount = 1;
+  std::vector<Layer*> replicaGroup;
   std::vector<LayerInput> inputs;  // in the order of inputNames()
-  std::vector<std::unique_ptr<Replica>> replicas;  // [0]: on `device`
+  std::vector<std::unique_ptr<ActsCopy>> copies;  // [0]: on `device`
   bool needsGrad = false;          // the objective's gradient for these acts is wanted
   bool receivesGrad = false;       // bprop runs (it is a cost, or some consumer sends to it)
   Tensor gradStaging;              // home-device buffer for summing remote gradients

@@ -137,6 +137,18 @@ std::vector<std::string> LayerConfig::getStringList(const std::string& key) cons
   return out;
 }
 
+std::vector<int> LayerConfig::getIntList(const std::string& key) const {
+  const ConfigValue& v = get(key);
+  std::vector<ConfigValue> items = v.kind == ConfigValue::Kind::List ? v.list : std::vector<ConfigValue>{v};
+  std::vector<int> out;
+  for (const ConfigValue& item : items) {
+    if (item.kind != ConfigValue::Kind::Int) fail(key, "must be a list of int, has an element of type " + item.typeName());
+    if (item.i < INT32_MIN || item.i > INT32_MAX) fail(key, "value " + std::to_string(item.i) + " does not fit an int32");
+    out.push_back(static_cast<int>(item.i));
+  }
+  return out;
+}
+
 std::vector<double> LayerConfig::getFloatList(const std::string& key, size_t count) const {
   const ConfigValue& v = get(key);
   if (v.kind != ConfigValue::Kind::List) return std::vector<double>(count, asFloat(key, v));

@@ -42,6 +42,8 @@ class LayerConfig {
   std::string getString(const std::string& key) const;
   std::string getString(const std::string& key, const std::string& fallback) const;
   std::vector<std::string> getStringList(const std::string& key) const;
+  // A list of ints (a single int stands for a one-element list).
+  std::vector<int> getIntList(const std::string& key) const;
   // A list of `count` ints (one per input); a single int stands for `count` copies of itself.
   std::vector<int> getIntList(const std::string& key, size_t count) const;
   std::vector<int> getIntList(const std::string& key, size_t count, int fallback) const;

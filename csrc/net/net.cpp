@@ -1,4 +1,4 @@
-// The ConvNet graph: construction (placement, weights, replicas, the gradient plan), the
+// The ConvNet graph: construction (placement, weights, copies, the gradient plan), the
 // worker threads and their passes, and parameter access.
 #include "net/net.h"
 
@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <system_error>
 
 #include "core/error.h"
 #include "core/philox.h"
@@ -35,6 +36,9 @@ Tensor gaussianOnHost(const Shape& shape, float scale, uint64_t key, uint64_t ba
   }
   return t;
 }
+
+// `t` on physical device `dev`: itself, or a copy (synchronous) when it lives elsewhere.
+Tensor onDevice(const Tensor& t, Device dev) { return t.device() == dev ? t : t.to(dev); }
 
 Tensor filledOnHost(const Shape& shape, float value) {
   Tensor t = Tensor::empty(shape);
@@ -75,9 +79,9 @@ Net::Net(const std::vector<LayerConfig>& configs, const std::vector<std::string>
   std::vector<DataStager::Need> needs;
   for (auto& layer : layers_)
     if (layer->isData()) needs.push_back({layer->dataIndex(), layer->outputs(), layer->device, devices_[layer->device]});
-  stager_.configure(needs);
+  for (DataStager& stager : stagers_) stager.configure(needs);
   createWeights();
-  createReplicas();
+  createActsCopies();
   planGradients();
   startWorkers();
 }
@@ -93,30 +97,67 @@ Net::~Net() {
 }
 
 void Net::createLayers(const std::vector<LayerConfig>& configs) {
-  std::map<std::string, Layer*> byName;
+  std::map<std::string, std::vector<Layer*>> byName;  // every layer's replicas
+  int configIndex = 0;
   for (const LayerConfig& cfg : configs) {
-    std::unique_ptr<Layer> layer = createLayer(cfg);
-    CCN_CHECK(!byName.count(layer->name()), "duplicate layer name '", layer->name(), "'");
-    layer->index = static_cast<int>(layers_.size());
-    for (const std::string& input : layer->inputNames()) {
-      auto it = byName.find(input);
-      CCN_CHECK(it != byName.end(), "layer '", layer->name(), "': input '", input,
-                "' is not a layer listed before it (the list must be in topological order)");
-      CCN_CHECK(!it->second->isCost(), "layer '", layer->name(), "': input '", input,
-                "' is a cost layer, which has no activations");
-      LayerInput in;
-      in.layer = it->second;
-      layer->inputs.push_back(in);
+    // The logical devices of its data-parallel replicas ("replicas": one each), else "gpu";
+    // by default those of its first input.
+    std::vector<int> devices;
+    if (cfg.has("replicas")) {
+      devices = cfg.getIntList("replicas");
+      if (devices.empty()) cfg.fail("replicas", "lists no device");
+    } else if (cfg.has("gpu")) {
+      devices.push_back(cfg.getInt("gpu"));
+    } else if (cfg.has("inputs") && !cfg.getStringList("inputs").empty() &&
+               byName.count(cfg.getStringList("inputs")[0])) {
+      for (Layer* r : byName[cfg.getStringList("inputs")[0]]) devices.push_back(r->device);
+    } else {
+      devices.push_back(0);
     }
-    // gpu: its position in the device list; by default its first input's device.
-    int gpu = cfg.getInt("gpu", layer->inputs.empty() ? 0 : layer->inputs[0].layer->device);
-    if (gpu < 0 || gpu >= static_cast<int>(devices_.size()))
-      cfg.fail("gpu", "device " + std::to_string(gpu) + " is out of range: the net has " +
-                          std::to_string(devices_.size()) + " logical device(s)");
-    layer->device = gpu;
-    layer->checkInputs();
-    byName[layer->name()] = layer.get();
-    layers_.push_back(std::move(layer));
+    for (int d : devices)
+      if (d < 0 || d >= static_cast<int>(devices_.size()))
+        cfg.fail(cfg.has("replicas") ? "replicas" : "gpu", "device " + std::to_string(d) +
+                     " is out of range: the net has " + std::to_string(devices_.size()) + " logical device(s)");
+    for (size_t a = 0; a < devices.size(); ++a)
+      for (size_t b = a + 1; b < devices.size(); ++b)
+        if (devices[a] == devices[b]) cfg.fail("replicas", "lists logical device " + std::to_string(devices[a]) + " twice");
+
+    std::vector<Layer*> group;
+    const int count = static_cast<int>(devices.size());
+    for (int r = 0; r < count; ++r) {
+      std::unique_ptr<Layer> layer = createLayer(cfg);
+      CCN_CHECK(r > 0 || !byName.count(layer->name()), "duplicate layer name '", layer->name(), "'");
+      layer->index = static_cast<int>(layers_.size());
+      layer->configIndex = configIndex;
+      layer->device = devices[r];
+      layer->replicaIndex = r;
+      layer->replicaCount = count;
+      for (const std::string& input : layer->inputNames()) {
+        auto it = byName.find(input);
+        CCN_CHECK(it != byName.end(), "layer '", layer->name(), "': input '", input,
+                  "' is not a layer listed before it (the list must be in topological order)");
+        const std::vector<Layer*>& producers = it->second;
+        CCN_CHECK(!producers[0]->isCost(), "layer '", layer->name(), "': input '", input,
+                  "' is a cost layer, which has no activations");
+        LayerInput in;
+        if (static_cast<int>(producers.size()) == count) {
+          in.layer = producers[r];  // replica r reads replica r: the same cases
+        } else {
+          in.layer = producers[0];
+          in.producerReplicas = producers;
+          in.gathered = std::make_shared<ActsCopy>();
+          in.gathered->device = layer->device;
+          in.copy = in.gathered.get();
+        }
+        layer->inputs.push_back(in);
+      }
+      layer->checkInputs();
+      group.push_back(layer.get());
+      layers_.push_back(std::move(layer));
+    }
+    for (Layer* r : group) r->replicaGroup = group;
+    byName[group[0]->name()] = group;
+    ++configIndex;
   }
 }
 
@@ -136,7 +177,9 @@ void Net::createWeights() {
       if (!wl->weightSource(i).empty()) continue;
       Shape shape = wl->weightShape(i);
       auto store = std::make_shared<WeightStore>();
-      uint64_t base = (static_cast<uint64_t>(wl->index) << 40) | (static_cast<uint64_t>(i) << 34);
+      // Keyed by the layer's place in the layer list, so its replicas, and the same net
+      // placed otherwise, start from the same weights.
+      uint64_t base = (static_cast<uint64_t>(wl->configIndex) << 40) | (static_cast<uint64_t>(i) << 34);
       store->weights = gaussianOnHost(shape, wl->initW(i), initKey, base).to(dev);
       store->inc = filledOnHost(shape, 0.f).to(dev);
       store->grad = filledOnHost(shape, 0.f).to(dev);
@@ -160,7 +203,8 @@ void Net::createWeights() {
     auto [srcName, srcIndex] = parseWeightSource(source, *wl);
     WeightLayer* src = nullptr;
     for (auto& candidate : layers_) {
-      if (candidate->name() != srcName) continue;
+      // replica r of a layer shares with replica r of its source
+      if (candidate->name() != srcName || candidate->replicaIndex != wl->replicaIndex) continue;
       src = dynamic_cast<WeightLayer*>(candidate.get());
       CCN_CHECK(src, "layer '", wl->name(), "': weightSource '", source, "' names a ", candidate->type(),
                 " layer, which has no weights");
@@ -168,7 +212,8 @@ void Net::createWeights() {
                 src->type(), " layer; weights are shared between layers of one type (this one is ",
                 wl->type(), ")");
     }
-    CCN_CHECK(src, "layer '", wl->name(), "': weightSource '", source, "' names no layer");
+    CCN_CHECK(src, "layer '", wl->name(), "': weightSource '", source, "' names no layer",
+              wl->replicaCount > 1 ? " with the same replicas" : "");
     CCN_CHECK(srcIndex < src->numWeights(), "layer '", wl->name(), "': weightSource '", source, "': layer '",
               srcName, "' has only ", src->numWeights(), " weight matrix(es)");
     CCN_CHECK(src != wl || srcIndex != i, "layer '", wl->name(), "': weightSource '", source,
@@ -187,23 +232,24 @@ void Net::createWeights() {
     for (size_t i = 0; i < wl->numWeights(); ++i) resolve(wl, i, 0);
 }
 
-void Net::createReplicas() {
+void Net::createActsCopies() {
   for (auto& layer : layers_) {
     if (layer->outputs() == 0) continue;  // cost layers
-    auto home = std::make_unique<Replica>();
+    auto home = std::make_unique<ActsCopy>();
     home->device = layer->device;
-    layer->replicas.push_back(std::move(home));
+    layer->copies.push_back(std::move(home));
   }
   for (auto& consumer : layers_) {
     for (LayerInput& in : consumer->inputs) {
+      if (in.isGathered()) continue;  // its own buffer
       Layer& producer = *in.layer;
-      for (auto& r : producer.replicas)
-        if (r->device == consumer->device) in.replica = r.get();
-      if (in.replica) continue;
-      auto remote = std::make_unique<Replica>();
+      for (auto& r : producer.copies)
+        if (r->device == consumer->device) in.copy = r.get();
+      if (in.copy) continue;
+      auto remote = std::make_unique<ActsCopy>();
       remote->device = consumer->device;
-      in.replica = remote.get();
-      producer.replicas.push_back(std::move(remote));
+      in.copy = remote.get();
+      producer.copies.push_back(std::move(remote));
     }
   }
 }
@@ -224,7 +270,8 @@ void Net::planGradients() {
     auto* cost = dynamic_cast<CostLayer*>(layer.get());
     if (!cost || !cost->fusesWithSoftmax()) continue;
     Layer& probs = *cost->inputs[1].layer;
-    if (probs.needsGrad && probs.device == cost->device && consumerCount[probs.index] == 1 &&
+    if (!cost->inputs[1].isGathered() && probs.needsGrad && probs.device == cost->device &&
+        consumerCount[probs.index] == 1 &&
         probs.attachFusedCost(cost)) {
       cost->setFusedSoftmax();
       fusedSoftmax[probs.index] = true;
@@ -234,6 +281,7 @@ void Net::planGradients() {
   // which inputs get one and with what scaleTargets (0 for the first writer of a buffer).
   std::vector<bool> sent(layers_.size(), false);  // some consumer sends to this layer
   remoteGradSenders_.assign(layers_.size(), {});
+  pieceSenders_.assign(layers_.size(), {});
   sendsToOtherDevice_.assign(layers_.size(), false);
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
     Layer& layer = **it;
@@ -242,7 +290,16 @@ void Net::planGradients() {
       LayerInput& in = layer.inputs[j];
       in.sendsGrad = layer.receivesGrad && layer.backpropagatesTo(static_cast<int>(j)) && in.layer->needsGrad;
       if (!in.sendsGrad) continue;
-      in.gradScale = in.replica->gradWriters++ == 0 ? 0.f : 1.f;
+      in.gradScale = in.copy->gradWriters++ == 0 ? 0.f : 1.f;
+      if (in.isGathered()) {  // each producer replica takes its pieces back from the buffer
+        for (Layer* producer : in.producerReplicas) {
+          sent[producer->index] = true;
+          remoteGradSenders_[producer->index].push_back(layer.index);
+          pieceSenders_[producer->index].push_back({layer.index, static_cast<int>(j)});
+        }
+        sendsToOtherDevice_[layer.index] = true;
+        continue;
+      }
       sent[in.layer->index] = true;
       if (in.layer->device != layer.device) {
         remoteGradSenders_[in.layer->index].push_back(layer.index);
@@ -251,6 +308,8 @@ void Net::planGradients() {
     }
     auto* wl = dynamic_cast<WeightLayer*>(&layer);
     if (!wl || !layer.receivesGrad) continue;
+    // replica 0 sums the replicas' weight gradients: theirs must be complete when it reads them
+    if (layer.replicaCount > 1) sendsToOtherDevice_[layer.index] = true;
     for (WeightSlot& s : wl->weights) {
       s.writesGrad = true;
       s.gradScale = s.store->gradWriters++ == 0 ? 0.f : 1.f;
@@ -258,6 +317,11 @@ void Net::planGradients() {
     wl->bias.writesGrad = true;
     wl->bias.gradScale = wl->bias.store->gradWriters++ == 0 ? 0.f : 1.f;
   }
+  readElsewhere_.assign(layers_.size(), false);
+  for (auto& layer : layers_)
+    for (const LayerInput& in : layer->inputs)
+      for (const Layer* producer : in.producerReplicas)
+        if (producer->device != layer->device) readElsewhere_[producer->index] = true;
   fpropDone_.assign(layers_.size(), 0);
   bpropDone_.assign(layers_.size(), 0);
 }
@@ -274,9 +338,22 @@ void Net::startWorkers() {
       if (layer->device == w->logical) w->layers.push_back(layer.get());
     workers_.push_back(std::move(w));
   }
-  for (auto& w : workers_) {
-    Worker* worker = w.get();
-    w->thread = std::thread([this, worker] { workerLoop(*worker); });
+  for (size_t d = 0; d < workers_.size(); ++d) {
+    Worker* worker = workers_[d].get();
+    try {
+      worker->thread = std::thread([this, worker] { workerLoop(*worker); });
+    } catch (const std::system_error& e) {
+      // the destructor will not run for a half-built net: stop the threads already started
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stopping_ = true;
+      }
+      workCv_.notify_all();
+      for (auto& w : workers_)
+        if (w->thread.joinable()) w->thread.join();
+      throw std::runtime_error(detail::format("cannot start the thread of logical device ", d, " of ",
+                                              workers_.size(), " (", e.what(), ")"));
+    }
   }
 }
 
@@ -284,14 +361,15 @@ void Net::startWorkers() {
 
 std::vector<std::string> Net::layerNames() const {
   std::vector<std::string> names;
-  for (auto& layer : layers_) names.push_back(layer->name());
+  for (auto& layer : layers_)
+    if (layer->replicaIndex == 0) names.push_back(layer->name());
   return names;
 }
 
 std::vector<std::string> Net::weightLayerNames() const {
   std::vector<std::string> names;
   for (auto& layer : layers_)
-    if (dynamic_cast<WeightLayer*>(layer.get())) names.push_back(layer->name());
+    if (layer->replicaIndex == 0 && dynamic_cast<WeightLayer*>(layer.get())) names.push_back(layer->name());
   return names;
 }
 
@@ -311,7 +389,14 @@ WeightLayer& Net::weightLayer(const std::string& name) const {
 size_t Net::numWeights(const std::string& layer) const { return weightLayer(layer).numWeights(); }
 
 WeightSlot& Net::slot(const std::string& layer, const std::string& key, size_t index) const {
-  WeightLayer& wl = weightLayer(layer);
+  return slot(this->layer(layer), key, index);
+}
+
+WeightSlot& Net::slot(Layer& replica, const std::string& key, size_t index) const {
+  const std::string& layer = replica.name();
+  auto* found = dynamic_cast<WeightLayer*>(&replica);
+  CCN_CHECK(found, "layer '", layer, "' (", replica.type(), ") has no weights");
+  WeightLayer& wl = *found;
   if (key == "biases" || key == "biasesInc") return wl.bias;
   CCN_CHECK(key == "weights" || key == "weightsInc", "layer '", layer, "': unknown parameter '", key,
             "' (expected weights, weightsInc, biases or biasesInc)");
@@ -329,16 +414,18 @@ Tensor Net::param(const std::string& layer, const std::string& key, size_t index
 }
 
 void Net::setParam(const std::string& layer, const std::string& key, size_t index, const Tensor& value) {
-  WeightSlot& s = slot(layer, key, index);
-  Tensor& target = key == "weightsInc" || key == "biasesInc" ? s.store->inc : s.store->weights;
-  const Shape& want = target.shape();
-  bool ok = value.defined() && value.shape() == want;
-  if (!ok && want.size() == 1 && value.defined() && value.numel() == want[0] && value.ndim() == 2)
-    ok = value.shape()[0] == 1 || value.shape()[1] == 1;  // a row or column vector for biases
-  std::string what = key == "weights" || key == "weightsInc" ? key + "[" + std::to_string(index) + "]" : key;
-  CCN_CHECK(ok, "layer '", layer, "': '", what, "' must have shape ", shape_str(want), ", got ",
-            value.defined() ? shape_str(value.shape()) : std::string("nothing"));
-  target.copy_from(value);
+  for (Layer* replica : this->layer(layer).replicaGroup) {
+    WeightSlot& s = slot(*replica, key, index);
+    Tensor& target = key == "weightsInc" || key == "biasesInc" ? s.store->inc : s.store->weights;
+    const Shape& want = target.shape();
+    bool ok = value.defined() && value.shape() == want;
+    if (!ok && want.size() == 1 && value.defined() && value.numel() == want[0] && value.ndim() == 2)
+      ok = value.shape()[0] == 1 || value.shape()[1] == 1;  // a row or column vector for biases
+    std::string what = key == "weights" || key == "weightsInc" ? key + "[" + std::to_string(index) + "]" : key;
+    CCN_CHECK(ok, "layer '", layer, "': '", what, "' must have shape ", shape_str(want), ", got ",
+              value.defined() ? shape_str(value.shape()) : std::string("nothing"));
+    target.copy_from(value);
+  }
 }
 
 Tensor Net::grad(const std::string& layer, const std::string& key, size_t index) const {
@@ -349,24 +436,47 @@ Tensor Net::grad(const std::string& layer, const std::string& key, size_t index)
   return s.store->grad;
 }
 
+void Net::setGrad(const std::string& layer, const std::string& key, size_t index, const Tensor& value) {
+  CCN_CHECK(key == "weights" || key == "biases", "layer '", layer, "': gradients exist for 'weights' and 'biases', not '",
+            key, "'");
+  WeightSlot& s = slot(layer, key, index);
+  if (!s.computesGrad()) return;
+  CCN_CHECK(value.defined() && value.numel() == s.store->grad.numel(), "layer '", layer, "': gradient '", key,
+            "' must have shape ", shape_str(s.store->grad.shape()), ", got ",
+            value.defined() ? shape_str(value.shape()) : std::string("nothing"));
+  s.store->grad.copy_from(value);
+}
+
 void Net::setLearningParams(const std::string& layer, const std::vector<float>& epsW, float epsB,
                             const std::vector<float>& momW, float momB, const std::vector<float>& wc) {
-  weightLayer(layer).setLearningParams(epsW, epsB, momW, momB, wc);
+  weightLayer(layer);  // checks that it has weights
+  for (Layer* replica : this->layer(layer).replicaGroup)
+    static_cast<WeightLayer*>(replica)->setLearningParams(epsW, epsB, momW, momB, wc);
 }
 
 void Net::setLayerParam(const std::string& name, const std::string& key, double value) {
-  Layer& l = layer(name);
-  CCN_CHECK(l.setParam(key, value), "layer '", name, "' (", l.type(), ") has no parameter '", key,
-            "' that can be set");
+  for (Layer* replica : layer(name).replicaGroup)
+    CCN_CHECK(replica->setParam(key, value), "layer '", name, "' (", replica->type(), ") has no parameter '", key,
+              "' that can be set");
 }
 
 // ---- results ------------------------------------------------------------------------------
 
 std::vector<std::pair<std::string, CostResult>> Net::costs() const {
   CCN_CHECK(haveFprop_, "costs() needs an fprop() first");
-  std::vector<std::pair<std::string, CostResult>> out;
-  for (auto& layer : layers_)
-    if (auto* cost = dynamic_cast<CostLayer*>(layer.get())) out.emplace_back(cost->name(), cost->result());
+  std::vector<std::pair<std::string, CostResult>> out;  // replicas' sums added up
+  for (auto& layer : layers_) {
+    auto* cost = dynamic_cast<CostLayer*>(layer.get());
+    if (!cost) continue;
+    if (cost->replicaIndex == 0) {
+      out.emplace_back(cost->name(), cost->result());
+    } else {
+      CostResult& sum = out.back().second;
+      sum.cost += cost->result().cost;
+      sum.error += cost->result().error;
+      sum.errorTopK += cost->result().errorTopK;
+    }
+  }
   return out;
 }
 
@@ -376,7 +486,12 @@ Tensor Net::acts(const std::string& name) const {
   CCN_CHECK(haveFprop_, "acts of layer '", name, "': no fprop() has run yet");
   Shape shape = l.outShape();
   shape.push_back(numCases_);
-  return l.acts().reshape(shape);
+  if (l.replicaCount == 1) return l.acts().reshape(shape);
+  Tensor all = Tensor::empty({l.outputs(), numCases_});  // the replicas' cases side by side
+  const int64_t share = numCases_ / l.replicaCount;
+  for (Layer* replica : l.replicaGroup)
+    ops::copyColumns(onDevice(replica->acts(), Device::cpu()), 0, all, replica->replicaIndex * share, share, 0.f);
+  return all.reshape(shape);
 }
 
 std::string Net::firstNonFinite() const {
@@ -393,7 +508,7 @@ std::string Net::firstNonFinite() const {
     auto* wl = dynamic_cast<WeightLayer*>(layer.get());
     if (haveBprop_ && layer->receivesGrad) {
       for (const LayerInput& in : layer->inputs)
-        if (in.sendsGrad) ops::flagNonFinite(in.grad(), flags[in.replica->device], base + kGrads);
+        if (in.sendsGrad) ops::flagNonFinite(in.grad(), flags[in.copy->device], base + kGrads);
       if (wl) {
         for (const WeightSlot& s : wl->weights)
           if (s.computesGrad()) ops::flagNonFinite(s.store->grad, f, base + kGrads);
@@ -442,36 +557,72 @@ int Net::prepareData(const std::vector<Tensor>& data, bool train) {
     CCN_CHECK(t.cols() == numCases, "data[", idx, "] has ", t.cols(), " cases (columns) but data[", firstIdx,
               "] has ", numCases);
     layer->dataSource = &t;
-    layer->dataStart = 0;
   }
   CCN_CHECK(numCases > 0, "the net has no data layer");
   prepareCases(numCases, train);
+  for (auto& layer : layers_)
+    if (layer->isData()) layer->dataStart = int64_t(layer->replicaIndex) * (numCases / layer->replicaCount);
   return numCases;
 }
 
 int Net::prepareSlice(int start, int end, bool train) {
-  const int total = stager_.frontCases();
+  const DataStager& stager = stagers_[currentChannel_];
+  const int total = stager.frontCases();
   CCN_CHECK(total > 0, "no data batch is loaded (stage_batch, then begin_batch)");
   CCN_CHECK(start >= 0 && start < end && end <= total, "cases [", start, ", ", end,
             ") are not a range within the current batch's ", total, " cases");
+  const int numCases = end - start;
+  prepareCases(numCases, train);
   for (auto& layer : layers_) {
     if (!layer->isData()) continue;
-    layer->dataSource = &stager_.front(layer->dataIndex(), layer->device);
-    layer->dataStart = start;
+    layer->dataSource = &stager.front(layer->dataIndex(), layer->device);
+    layer->dataStart = start + int64_t(layer->replicaIndex) * (numCases / layer->replicaCount);
   }
-  prepareCases(end - start, train);
-  return end - start;
+  return numCases;
 }
 
 void Net::prepareCases(int numCases, bool train) {
   if (numCases != numCases_) resize(numCases);
-  if (train)
-    for (auto& layer : layers_) layer->reserveRandom(seed_, rngCounter_);
+  if (!train) return;
+  // The numbers of the whole step's minibatch (every shard of every process), per layer;
+  // each replica uses those of its own cases.
+  const int64_t total = int64_t(numCases) * shardCount_;
+  uint64_t groupStart = rngCounter_;
+  for (auto& layer : layers_) {
+    if (layer->replicaIndex == 0) groupStart = rngCounter_;
+    const int64_t share = numCases / layer->replicaCount;
+    CaseSlice cases{int64_t(shardIndex_) * numCases + int64_t(layer->replicaIndex) * share, share, total};
+    uint64_t counter = groupStart;
+    layer->reserveRandom(seed_, counter, cases);
+    if (layer->replicaIndex == 0) rngCounter_ = counter;
+  }
 }
 
-void Net::stageBatch(const std::vector<Tensor>& data) { stager_.stage(data); }
+void Net::setShard(int index, int count) {
+  CCN_CHECK(count >= 1 && index >= 0 && index < count, "set_shard: shard ", index, " of ", count,
+            " does not exist");
+  shardIndex_ = index;
+  shardCount_ = count;
+}
 
-int Net::beginBatch() { return stager_.swap(); }
+namespace {
+void checkChannel(int channel) {
+  CCN_CHECK(channel >= 0 && channel < Net::kChannels, "data channel ", channel, " does not exist (0: training, ",
+            "1: testing)");
+}
+}  // namespace
+
+void Net::stageBatch(const std::vector<Tensor>& data, int channel) {
+  checkChannel(channel);
+  stagers_[channel].stage(data);
+}
+
+int Net::beginBatch(int channel) {
+  checkChannel(channel);
+  int numCases = stagers_[channel].swap();
+  currentChannel_ = channel;
+  return numCases;
+}
 
 void Net::fpropSlice(int start, int end, bool train) {
   int numCases = prepareSlice(start, end, train);
@@ -496,24 +647,46 @@ void Net::trainSlice(int start, int end) {
 
 void Net::resize(int numCases) {
   haveFprop_ = haveBprop_ = false;
+  for (auto& layer : layers_)
+    CCN_CHECK(numCases % layer->replicaCount == 0, "layer '", layer->name(), "' has ", layer->replicaCount,
+              " data-parallel replicas: a minibatch of ", numCases, " cases does not split evenly among them ",
+              "(use a multiple of ", layer->replicaCount, ")");
   for (auto& layer : layers_) {
+    const int cases = numCases / layer->replicaCount;  // this replica's share
     if (layer->outputs() > 0) {
-      Shape shape{layer->outputs(), numCases};
+      Shape shape{layer->outputs(), cases};
       int remoteWriters = 0;
-      for (size_t r = 1; r < layer->replicas.size(); ++r) remoteWriters += layer->replicas[r]->gradWriters > 0;
-      for (size_t r = 0; r < layer->replicas.size(); ++r) {
-        Replica& rep = *layer->replicas[r];
+      for (size_t r = 1; r < layer->copies.size(); ++r) remoteWriters += layer->copies[r]->gradWriters > 0;
+      const bool pieces = !pieceSenders_[layer->index].empty();
+      for (size_t r = 0; r < layer->copies.size(); ++r) {
+        ActsCopy& rep = *layer->copies[r];
         Device dev = devices_[rep.device];
         rep.acts = Tensor::empty(shape, dev);
-        bool grad = rep.gradWriters > 0 || (r == 0 && remoteWriters > 0);
+        bool grad = rep.gradWriters > 0 || (r == 0 && (remoteWriters > 0 || pieces));
         rep.grad = grad ? Tensor::empty(shape, dev) : Tensor();
       }
       // The first remote sum is copied straight into an unwritten home gradient; the
       // others go through a staging buffer and an add.
-      int staged = remoteWriters - (layer->replicas[0]->gradWriters == 0 ? 1 : 0);
+      int staged = remoteWriters - (layer->copies[0]->gradWriters == 0 ? 1 : 0);
       layer->gradStaging = staged > 0 ? Tensor::empty(shape, devices_[layer->device]) : Tensor();
     }
-    layer->resize(numCases);
+    // Gathered inputs: the consumer's cases [c * n, (c + 1) * n) from the producer replicas
+    // that hold them.
+    const int64_t first = int64_t(layer->replicaIndex) * cases, last = first + cases;
+    for (LayerInput& in : layer->inputs) {
+      if (!in.isGathered()) continue;
+      Shape shape{in.layer->outputs(), cases};
+      in.gathered->acts = Tensor::empty(shape, devices_[layer->device]);
+      in.gathered->grad = in.sendsGrad ? Tensor::empty(shape, devices_[layer->device]) : Tensor();
+      in.pieces.clear();
+      const int64_t share = numCases / static_cast<int64_t>(in.producerReplicas.size());
+      for (Layer* producer : in.producerReplicas) {
+        const int64_t from = int64_t(producer->replicaIndex) * share, to = from + share;
+        const int64_t lo = std::max(first, from), hi = std::min(last, to);
+        if (lo < hi) in.pieces.push_back({producer, lo - from, lo - first, hi - lo});
+      }
+    }
+    layer->resize(cases);
   }
   numCases_ = numCases;
 }
@@ -630,11 +803,22 @@ void Net::synchronize(Worker& w) {
 
 void Net::fpropOn(Worker& w, bool train, uint64_t generation) {
   for (Layer* layer : w.layers) {
-    for (const LayerInput& in : layer->inputs)
-      if (in.layer->device != w.logical) waitDone(fpropDone_, in.layer->index, generation);
+    for (LayerInput& in : layer->inputs) {
+      if (!in.isGathered()) {
+        if (in.layer->device != w.logical) waitDone(fpropDone_, in.layer->index, generation);
+        continue;
+      }
+      for (const Piece& piece : in.pieces) {
+        if (piece.producer->device != w.logical) waitDone(fpropDone_, piece.producer->index, generation);
+        ops::copyColumns(onDevice(piece.producer->acts(), w.device), piece.producerStart, in.gathered->acts,
+                         piece.consumerStart, piece.count, 0.f);
+      }
+    }
     layer->fprop(train);
     // Push copies to the devices of consumers placed elsewhere (the copy is synchronous).
-    for (size_t r = 1; r < layer->replicas.size(); ++r) layer->replicas[r]->acts.copy_from(layer->acts());
+    for (size_t r = 1; r < layer->copies.size(); ++r) layer->copies[r]->acts.copy_from(layer->acts());
+    // Replicas of consumers elsewhere gather from these acts on their own streams.
+    if (readElsewhere_[layer->index]) synchronize(w);
     markDone(fpropDone_, layer->index, generation);
   }
 }
@@ -642,9 +826,9 @@ void Net::fpropOn(Worker& w, bool train, uint64_t generation) {
 void Net::gatherRemoteGrads(Layer& layer, uint64_t generation) {
   if (remoteGradSenders_[layer.index].empty()) return;
   for (int sender : remoteGradSenders_[layer.index]) waitDone(bpropDone_, sender, generation);
-  bool written = layer.replicas[0]->gradWriters > 0;
-  for (size_t r = 1; r < layer.replicas.size(); ++r) {
-    Replica& remote = *layer.replicas[r];
+  bool written = layer.copies[0]->gradWriters > 0;
+  for (size_t r = 1; r < layer.copies.size(); ++r) {
+    ActsCopy& remote = *layer.copies[r];
     if (remote.gradWriters == 0) continue;
     if (!written) {
       layer.actsGrad().copy_from(remote.grad);
@@ -653,6 +837,38 @@ void Net::gatherRemoteGrads(Layer& layer, uint64_t generation) {
       layer.gradStaging.copy_from(remote.grad);
       ops::add(layer.gradStaging, layer.actsGrad(), 1.f, 1.f);
     }
+  }
+  // Pieces from gathered inputs: the replicas of one consumer cover this replica's cases
+  // once, so the first consumer writes (scale 0 when nothing was written yet), the others add.
+  const Device dev = devices_[layer.device];
+  const void* group = nullptr;
+  int groupInput = -1;
+  bool groupWrites = false;
+  for (auto [consumer, j] : pieceSenders_[layer.index]) {
+    const Layer& c = *layers_[consumer];
+    if (c.replicaGroup[0] != group || j != groupInput) {
+      if (group) written = true;
+      group = c.replicaGroup[0];
+      groupInput = j;
+      groupWrites = !written;
+    }
+    const LayerInput& in = c.inputs[j];
+    for (const Piece& piece : in.pieces)
+      if (piece.producer == &layer)
+        ops::copyColumns(onDevice(in.gathered->grad, dev), piece.consumerStart, layer.actsGrad(),
+                         piece.producerStart, piece.count, groupWrites ? 0.f : 1.f);
+  }
+}
+
+void Net::reduceReplicaGrads(WeightLayer& layer, uint64_t generation) {
+  const Device dev = devices_[layer.device];
+  for (size_t r = 1; r < layer.replicaGroup.size(); ++r) {
+    waitDone(bpropDone_, layer.replicaGroup[r]->index, generation);
+    auto& other = static_cast<WeightLayer&>(*layer.replicaGroup[r]);
+    for (size_t i = 0; i < layer.weights.size(); ++i)
+      if (layer.weights[i].computesGrad() && !layer.weights[i].shared)
+        ops::add(onDevice(other.weights[i].store->grad, dev), layer.weights[i].store->grad, 1.f, 1.f);
+    if (layer.bias.computesGrad()) ops::add(onDevice(other.bias.store->grad, dev), layer.bias.store->grad, 1.f, 1.f);
   }
 }
 
@@ -664,6 +880,11 @@ void Net::bpropOn(Worker& w, uint64_t generation) {
       layer.bprop();
       // The producer's worker reads these gradients from another stream.
       if (sendsToOtherDevice_[layer.index]) synchronize(w);
+      // Replica 0 of a data-parallel weight layer sums the replicas' weight gradients in
+      // replica order (every replica's own dependencies come later in layer order, which
+      // this worker has already passed, so waiting here cannot deadlock).
+      auto* wl = dynamic_cast<WeightLayer*>(&layer);
+      if (wl && layer.replicaCount > 1 && layer.replicaIndex == 0) reduceReplicaGrads(*wl, generation);
     }
     markDone(bpropDone_, layer.index, generation);
   }
@@ -676,10 +897,18 @@ void Net::updateOn(Worker& w, int numCases) {
   };
   for (Layer* layer : w.layers) {
     auto* wl = dynamic_cast<WeightLayer*>(layer);
-    if (!wl) continue;
+    if (!wl || wl->replicaIndex > 0) continue;  // replica 0 updates for all its replicas
     for (WeightSlot& s : wl->weights)
       if (!s.shared) step(*s.store, true);
     step(*wl->bias.store, false);
+    // ... and hands them the new weights (they are done with theirs for this pass).
+    for (size_t r = 1; r < wl->replicaGroup.size(); ++r) {
+      auto& other = static_cast<WeightLayer&>(*wl->replicaGroup[r]);
+      for (size_t i = 0; i < wl->weights.size(); ++i)
+        if (!wl->weights[i].shared && wl->weights[i].store->eps != 0.f)
+          other.weights[i].store->weights.copy_from(wl->weights[i].store->weights);
+      if (wl->bias.store->eps != 0.f) other.bias.store->weights.copy_from(wl->bias.store->weights);
+    }
   }
 }
 

@@ -48,9 +48,12 @@ class Net {
   // the devices of the data layers (asynchronously on CUDA, into the back buffer, so it may
   // overlap the passes on the current batch); beginBatch makes it current and returns its
   // number of cases; the slice passes take cases [start, end) of the current batch as their
-  // minibatch, sliced on the device.
-  void stageBatch(const std::vector<Tensor>& data);
-  int beginBatch();
+  // minibatch, sliced on the device. Each channel (0: training, 1: testing) has its own
+  // double buffer, so a test between two training batches leaves the staged one alone;
+  // beginBatch(channel) makes that channel's batch the current one.
+  static constexpr int kChannels = 2;
+  void stageBatch(const std::vector<Tensor>& data, int channel = 0);
+  int beginBatch(int channel = 0);
   void fpropSlice(int start, int end, bool train);
   void trainSlice(int start, int end);
 
@@ -67,9 +70,17 @@ class Net {
   void setParam(const std::string& layer, const std::string& key, size_t index, const Tensor& value);
   // The last bprop's gradient (zeros for frozen weights and weights no cost depends on).
   Tensor grad(const std::string& layer, const std::string& key, size_t index) const;
+  // Replaces it (e.g. by the sum over processes) before update(); frozen weights ignore it.
+  void setGrad(const std::string& layer, const std::string& key, size_t index, const Tensor& value);
   void setLearningParams(const std::string& layer, const std::vector<float>& epsW, float epsB,
                          const std::vector<float>& momW, float momB, const std::vector<float>& wc);
   void setLayerParam(const std::string& layer, const std::string& key, double value);
+
+  // Data parallelism across processes: this net's minibatches are shard `index` of `count`
+  // equal shards of each step's minibatch, so that random numbers (dropout) are drawn for the
+  // whole minibatch and every shard uses those of its own cases. The caller sums gradients
+  // across the processes and updates with the whole minibatch's case count.
+  void setShard(int index, int count);
 
   uint64_t rngCounter() const { return rngCounter_; }
   void setRngCounter(uint64_t counter) { rngCounter_ = counter; }
@@ -97,13 +108,14 @@ class Net {
   // construction
   void createLayers(const std::vector<LayerConfig>& configs);
   void createWeights();
-  void createReplicas();
+  void createActsCopies();
   void planGradients();
   void startWorkers();
 
   Layer& layer(const std::string& name) const;
   WeightLayer& weightLayer(const std::string& name) const;
   WeightSlot& slot(const std::string& layer, const std::string& key, size_t index) const;
+  WeightSlot& slot(Layer& replica, const std::string& key, size_t index) const;
 
   // per call
   int prepareData(const std::vector<Tensor>& data, bool train);
@@ -118,6 +130,7 @@ class Net {
   void bpropOn(Worker& w, uint64_t generation);
   void updateOn(Worker& w, int numCases);
   void gatherRemoteGrads(Layer& layer, uint64_t generation);
+  void reduceReplicaGrads(WeightLayer& layer, uint64_t generation);
   void markDone(std::vector<uint64_t>& done, int layerIndex, uint64_t generation);
   void waitDone(const std::vector<uint64_t>& done, int layerIndex, uint64_t generation);
   void synchronize(Worker& w);
@@ -125,15 +138,21 @@ class Net {
   std::vector<Device> devices_;  // physical device of each logical device
   uint64_t seed_;
   uint64_t rngCounter_ = 0;
+  int shardIndex_ = 0, shardCount_ = 1;
   std::vector<std::unique_ptr<Layer>> layers_;
   // per layer: consumers on other devices that send it a gradient (by layer index)
   std::vector<std::vector<int>> remoteGradSenders_;
-  // per layer: its bprop writes a gradient for a producer on another device
+  // per layer: consumers' gathered inputs that hold pieces of its gradient (layer, input)
+  std::vector<std::vector<std::pair<int, int>>> pieceSenders_;
+  // per layer: its bprop writes a gradient that another worker reads (synchronize after it)
   std::vector<bool> sendsToOtherDevice_;
+  // per layer: replicas of consumers on other devices gather from its acts
+  std::vector<bool> readElsewhere_;
   int numCases_ = 0;      // batch size the buffers are allocated for
   bool haveFprop_ = false;
   bool haveBprop_ = false;  // the gradient buffers hold the last pass's bprop
-  DataStager stager_;
+  DataStager stagers_[kChannels];
+  int currentChannel_ = 0;
 
   std::vector<std::unique_ptr<Worker>> workers_;
   std::mutex mutex_;

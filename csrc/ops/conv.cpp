@@ -3,7 +3,10 @@
 // backend relies on (geometry sanity, tensor shapes, one device) is checked here.
 #include "ops/conv.h"
 
+#include <cstdint>
+#include <limits>
 #include <tuple>
+#include <utility>
 
 #include "ops/check.h"
 
@@ -43,6 +46,16 @@ void checkGeometry(const ConvGeometry& g) {
               ") is too large for stride ", g.stride, ": the last module starts at ", lastStart,
               ", outside the padded image");
   }
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  for (auto [value, what] : {std::pair{g.filterPixels(), "filterSize^2"}, std::pair{g.modules(), "modulesY * modulesX"},
+                             std::pair{g.imageRows(), "channels * imgSizeY * imgSizeX"},
+                             std::pair{g.hidRows(), "numFilters * modules"}}) {
+    CCN_CHECK(value <= kMax, "geometry too large: ", what, " = ", value, " exceeds 2^31 - 1");
+  }
+  // a local layer's filter rows (modules * filterChannels * filterSize^2) can pass even 2^63: compare as doubles
+  double filterRows = double(g.local ? g.modules() : 1) * g.filterChannels() * double(g.filterPixels());
+  CCN_CHECK(filterRows <= double(kMax), "geometry too large: the filter matrix's rows (", filterRows,
+            ") exceed 2^31 - 1");
   CCN_CHECK(g.channels % g.groups == 0, "parameter 'groups' (", g.groups, ") must divide channels (", g.channels,
             ")");
   CCN_CHECK(g.numFilters % g.groups == 0, "parameter 'groups' (", g.groups, ") must divide numFilters (",

@@ -27,10 +27,12 @@ struct ConvGeometry {
   bool local = false;    // untied weights: a separate filter bank per module
 
   int filterChannels() const { return channels / groups; }
-  int filterPixels() const { return filterSize * filterSize; }
-  int modules() const { return modulesY * modulesX; }
+  // 64-bit products: filterSize = 65536 squared must not wrap to 0 before the checks see it
+  // (check_geometry bounds every product by 2^31 - 1, so the backends may narrow them to int).
+  int64_t filterPixels() const { return int64_t(filterSize) * filterSize; }
+  int64_t modules() const { return int64_t(modulesY) * modulesX; }
   int64_t imageRows() const { return int64_t(channels) * imgSizeY * imgSizeX; }
-  int64_t filterRows() const { return int64_t(local ? modules() : 1) * filterChannels() * filterPixels(); }
+  int64_t filterRows() const { return (local ? modules() : 1) * filterChannels() * filterPixels(); }
   int64_t hidRows() const { return int64_t(numFilters) * modules(); }
   // cuda-convnet's output size: 1 + ceil((2 * padding + imgSize - filterSize) / stride).
   static int outputSize(int imgSize, int filterSize, int padding, int stride);

@@ -95,11 +95,13 @@ void eltwiseMaxGrad(const Tensor& outGrads, const Tensor& inputs, const Tensor& 
   CCN_DISPATCH(d, eltwiseMaxGrad, outGrads, inputs, acts, targets, scaleTargets, scaleOutput);
 }
 
-void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset) {
+void dropoutMask(Tensor& mask, float keep, uint64_t seed, uint64_t offset, int64_t rowStride) {
   Device d = common_device({{"mask", &mask}});
   check_tensor(mask, "mask");
   CCN_CHECK(keep > 0.f && keep <= 1.f, "parameter 'keep' must be in (0, 1], got ", keep);
-  CCN_DISPATCH(d, dropoutMask, mask, keep, seed, offset);
+  CCN_CHECK(mask.numel() == 0 || rowStride >= mask.cols(), "parameter 'row_stride' (", rowStride,
+            ") must be at least the mask's columns (", mask.cols(), ")");
+  CCN_DISPATCH(d, dropoutMask, mask, keep, seed, offset, rowStride);
 }
 
 void momentumUpdate(Tensor& weights, const Tensor& grads, Tensor& inc, float epsOverCases, float mom,
@@ -114,14 +116,17 @@ void momentumUpdate(Tensor& weights, const Tensor& grads, Tensor& inc, float eps
   CCN_DISPATCH(d, momentumUpdate, weights, grads, inc, epsOverCases, mom, wcEps);
 }
 
-void copyColumns(const Tensor& src, int64_t start, Tensor& targets) {
+void copyColumns(const Tensor& src, int64_t srcStart, Tensor& targets, int64_t targetStart, int64_t count,
+                 float scaleTargets) {
   Device d = common_device({{"src", &src}, {"targets", &targets}});
   check_matrix(src, "src", src.rows(), src.cols());
   check_matrix(targets, "targets", src.rows(), targets.cols());
-  CCN_CHECK(start >= 0 && targets.cols() > 0 && start + targets.cols() <= src.cols(), "copyColumns: columns [",
-            start, ", ", start + targets.cols(), ") are not within the ", src.cols(), " columns of src");
+  CCN_CHECK(count > 0 && srcStart >= 0 && srcStart + count <= src.cols(), "copyColumns: columns [", srcStart, ", ",
+            srcStart + count, ") are not within the ", src.cols(), " columns of src");
+  CCN_CHECK(targetStart >= 0 && targetStart + count <= targets.cols(), "copyColumns: columns [", targetStart, ", ",
+            targetStart + count, ") are not within the ", targets.cols(), " columns of targets");
   check_disjoint(targets, "targets", src, "src");
-  CCN_DISPATCH(d, copyColumns, src, start, targets);
+  CCN_DISPATCH(d, copyColumns, src, srcStart, targets, targetStart, count, scaleTargets);
 }
 
 void flagNonFinite(const Tensor& t, Tensor& flags, int64_t index) {

@@ -6,20 +6,40 @@ import sys
 from . import checkpoint, options
 
 
+def _stop_job(code):
+    """Under MPI an error on one rank ends every rank (none waits forever in a collective)."""
+    from . import distributed
+    if distributed.launched_by_mpi():
+        try:
+            world = distributed.world()
+        except RuntimeError:
+            return code
+        if world.size > 1:
+            world.abort(code)
+    return code
+
+
+def _rank_prefix():
+    from . import distributed
+    rank = next((os.environ[v] for v in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK") if os.environ.get(v)), None)
+    return f" (rank {rank})" if distributed.launched_by_mpi() and rank not in (None, "0") else ""
+
+
 def convnet_main(argv=None):
     try:
         given, load_file = options.parse(argv)
+        allow_pickle = given.pop("allow_pickle", False)
         state, run_dir = {}, None
         if given.get("finetune"):
             if load_file:
                 raise ValueError("use either -f (resume) or --finetune (new net from a checkpoint's weights)")
-            loaded, path, _ = checkpoint.load(given["finetune"])
+            loaded, path, _ = checkpoint.load(given["finetune"], allow_pickle)
             print(f"convnet: fine-tuning from {path}")
             op = options.merge(given, loaded["op"])
             op["finetune"] = path
             state = {"params": loaded["params"]}
         elif load_file:
-            state, path, run_dir = checkpoint.load(load_file)
+            state, path, run_dir = checkpoint.load(load_file, allow_pickle)
             print(f"convnet: loaded {path}")
             op = options.merge(given, state["op"])
         else:
@@ -49,11 +69,11 @@ def convnet_main(argv=None):
         trainer.train()
         return 0
     except (ValueError, OSError, RuntimeError) as e:  # ConfigError, CheckpointError, TrainingError among them
-        print(f"convnet: error: {e}", file=sys.stderr)
-        return 2
+        print(f"convnet: error{_rank_prefix()}: {e}", file=sys.stderr)
+        return _stop_job(2)
     except KeyboardInterrupt:
         print("convnet: interrupted; the last checkpoint is kept", file=sys.stderr)
-        return 130
+        return _stop_job(130)
 
 
 def shownet_main(argv=None):

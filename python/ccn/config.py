@@ -53,6 +53,7 @@ import zlib
 import numpy as np
 
 from . import _core
+from .regular_file import NotARegularFile, read_regular_file
 
 __all__ = [
     "ConfigError",
@@ -88,6 +89,7 @@ def warn(message):
 
 _REQUIRED = object()  # marks a key without default
 _INT_RE = re.compile(r"[+-]?\d+")
+INT32_MAX = 2 ** 31 - 1  # integers of a layer file are int32 in the engine
 _FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -245,10 +247,14 @@ def _schedule_value(schedule, progress):
         return base * (1.0 - p) + (base / target) * p
     if kind == "exp":
         return base * target ** (-p)
+    # dexp: step k (0-based) covers progress in (k / steps, (k + 1) / steps]; found in closed
+    # form (numSteps may be 2^31), then nudged where rounding of p * steps puts it one off
     steps = int(schedule["numSteps"])
-    for k in range(steps):
-        if p <= (k + 1) / steps:
-            break
+    k = min(max(math.ceil(p * steps) - 1, 0), steps - 1)
+    while k > 0 and p <= k / steps:
+        k -= 1
+    while k < steps - 1 and p > (k + 1) / steps:
+        k += 1
     return base / target if k == steps - 1 else base * target ** (-k / (steps - 1))
 
 
@@ -331,7 +337,8 @@ class _Section:
             raise self.error(key, f"must be <= {maximum}, got {value}")
         return value
 
-    def get_int(self, key, default=_REQUIRED, minimum=None, maximum=None):
+    def get_int(self, key, default=_REQUIRED, minimum=None, maximum=INT32_MAX):
+        """An integer; the engine stores them in 32 bits, so larger ones are refused here."""
         text = self._text(key, default)
         if text is None:
             return default
@@ -381,6 +388,21 @@ class _Section:
 
 _SECTION_RE = re.compile(r"\[([^\]]*)\]")
 _KEY_RE = re.compile(r"([^\s#;=:\[][^=:]*?)\s*[=:]")
+MAX_LAYER_FILE_BYTES = 16 << 20
+_INDENTED_KEY_RE = re.compile(r"^[ \t]+([^\s=:#;\[][^=:]*?)\s*[=:]")
+
+
+def _check_indented_keys(path, text):
+    """An indented key line would silently continue the previous key's value (INI syntax)."""
+    section = None
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped[1:-1]
+        match = _INDENTED_KEY_RE.match(line)
+        if match:
+            raise ConfigError(path, section, match.group(1),
+                              f"line {number} is indented; a key must start at the beginning of its line")
 
 
 def _read_ini(path):
@@ -388,14 +410,17 @@ def _read_ini(path):
 
     As Python 2's ConfigParser (which cuda-convnet used) did, a section given twice is one
     section with the keys of both (a key given in both takes the later value), and a key
-    given twice takes its later value; each is said in a warning."""
+    given twice takes its later value; each is said in a warning. Only a regular file of at
+    most MAX_LAYER_FILE_BYTES is read; a UTF-8 byte-order mark is skipped."""
     parser = configparser.ConfigParser(interpolation=None, strict=False, comment_prefixes=("#", ";"),
                                        inline_comment_prefixes=("#",), default_section="\0no default\0")
     parser.optionxform = str  # keep the user's spelling for messages
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = read_regular_file(path, MAX_LAYER_FILE_BYTES).decode("utf-8-sig")
+        _check_indented_keys(path, text)
         parser.read_string(text, source=str(path))
+    except NotARegularFile as err:
+        raise ConfigError(path, None, None, str(err).split(": ", 1)[-1]) from None
     except OSError as err:
         raise ConfigError(path, None, None, f"cannot read: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
@@ -748,7 +773,7 @@ class ConvLayerParser(_WeightLayerParser):
             values = sec.get_list(key, n, _parse_int, default)
             for value in values:
                 if value is not None:
-                    sec._check_range(key, value, minimum, None)
+                    sec._check_range(key, value, minimum, INT32_MAX)
             return values
 
         given_channels = ints("channels", None, minimum=1)
@@ -774,6 +799,9 @@ class ConvLayerParser(_WeightLayerParser):
                     raise sec.error("filterChannels", f"{filter_channels} is not channels/groups = "
                                                       f"{channels}/{groups[i]}{at}; other values need randSparse=1")
                 filter_channels = channels // groups[i]
+            if padding[i] >= filter_size[i]:
+                raise sec.error("padding", f"{padding[i]} must be smaller than filterSize={filter_size[i]} "
+                                           f"(the first module would see only padding){at}")
             if filter_size[i] > min(size_y, size_x) + 2 * padding[i]:
                 raise sec.error("filterSize", f"{filter_size[i]} is larger than the padded image "
                                               f"({size_y}x{size_x} with padding {padding[i]}){at}")
@@ -783,6 +811,8 @@ class ConvLayerParser(_WeightLayerParser):
             per_input.append(dict(channels=channels, imgSizeY=size_y, imgSizeX=size_x, filterSize=filter_size[i],
                                   padding=padding[i], stride=stride[i], groups=groups[i],
                                   filterChannels=filter_channels, modules=modules))
+        if max(totals) > INT32_MAX:
+            raise sec.error("filters", f"filters*groups = {max(totals)} is more than {INT32_MAX}")
         if len(totals) > 1:
             raise sec.error("filters", f"filters*groups differ between the inputs ({sorted(totals)}); the inputs' "
                                        "results are summed, so they must have the same number of filters")

@@ -1,4 +1,4 @@
-"""python -m ccn.export -f <checkpoint> --format=npz|safetensors --out=<file>
+"""python -m ccn.export -f <checkpoint> --format=npz|safetensors --out=<file> [--allow-pickle]
 
 Writes a checkpoint's weights as one file for use outside ccn: every weight matrix as
 "<layer>.weights.<i>" (i: the input it applies to) and every bias vector as
@@ -7,19 +7,15 @@ Writes a checkpoint's weights as one file for use outside ccn: every weight matr
 (modules*filterChannels*filterSize^2, filters), fc (inputs, outputs); biases (filters,),
 (filters*modules,) for untied biases, (outputs,) for fc.
 
-safetensors is written directly in its documented format: an 8-byte little-endian
-unsigned header length N, then N bytes of JSON ({name: {"dtype": "F32", "shape": [...],
-"data_offsets": [begin, end]}, "__metadata__": {str: str}}, padded with spaces to a
-multiple of 8), then the tensors' raw little-endian bytes, back to back in header order;
-offsets count from the end of the header.
+safetensors files are written by the safetensors package, with the metadata
+{"format": "ccn", "checkpoint": <checkpoint file name>}.
 """
 import argparse
-import json
 import os
-import struct
 import sys
 
 import numpy as np
+from safetensors.numpy import save_file
 
 from . import checkpoint
 
@@ -45,20 +41,7 @@ def write_npz(path, arrays):
 
 
 def write_safetensors(path, arrays, metadata=None):
-    header, offset = {}, 0
-    for name, array in arrays.items():
-        size = array.size * 4
-        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)  # keeps the data 8-byte aligned
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for array in arrays.values():
-            f.write(array.astype("<f4", copy=False).tobytes(order="C"))
+    save_file(arrays, path, metadata={str(k): str(v) for k, v in (metadata or {}).items()} or None)
 
 
 def build_parser():
@@ -66,13 +49,14 @@ def build_parser():
     p.add_argument("-f", dest="load_file", required=True, help="checkpoint file, or a run directory (its newest checkpoint)")
     p.add_argument("--format", choices=FORMATS, help="npz or safetensors (default: from --out's extension, else npz)")
     p.add_argument("--out", help="output file (default: <checkpoint>.<format> beside the checkpoint)")
+    p.add_argument("--allow-pickle", action="store_true", help="load an old pickle checkpoint (it can run code)")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        state, path, _ = checkpoint.load(args.load_file)
+        state, path, _ = checkpoint.load(args.load_file, allow_pickle=args.allow_pickle)
         fmt = args.format
         if fmt is None:
             ext = os.path.splitext(args.out or "")[1].lstrip(".")

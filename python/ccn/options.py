@@ -158,13 +158,24 @@ def build_parser():
     a("--feature-path", dest="feature_path", help="directory for --write-features")
     a("--finetune", dest="finetune", help="start from this checkpoint's weights (layers whose shapes changed are re-initialised)")
     a("--seed", dest="seed", type=int, help="random seed (weights, dropout, data order)")
+    a("--allow-pickle", dest="allow_pickle", type=_bool, nargs="?", const=True,
+      help="load an old pickle checkpoint (it can run code); not stored in the run's options")
     a("--max-batches", dest="max_batches", type=int, help="stop after this many training batches (0: no limit)")
     group = p.add_argument_group("data provider options")
     for name, (option, providers) in data.provider_options().items():
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_bool if option.type is bool else option.type,
-                           help=f"{', '.join(providers)}: {option.help} (default {option.default})")
+                           help=f"{_provider_help(name, providers)} (default {option.default})")
     add_originals(p, CONVNET_REFUSED, CONVNET_NO_EFFECT)
     return p
+
+
+def _provider_help(name, providers):
+    """'a, b: help; c: other help': providers sharing an option may explain it differently."""
+    by_help = {}
+    for provider in providers:
+        text = next(o.help for o in data.PROVIDERS[provider].options if o.name == name)
+        by_help.setdefault(text, []).append(provider)
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in by_help.items())
 
 
 def parse(argv=None):

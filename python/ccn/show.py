@@ -76,6 +76,7 @@ def build_parser():
     a("--test-range", dest="test_range", type=options._range, help="test batches (default: the checkpoint's)")
     a("--gpu", dest="gpu", type=options._devices, help="logical devices for running the net (default: the checkpoint's)")
     a("--layer-params", dest="layer_params", help="layer-params file (default: the checkpoint's)")
+    a("--allow-pickle", dest="allow_pickle", action="store_true", help="load an old pickle checkpoint (it can run code)")
     options.add_originals(p, SHOWNET_REFUSED, {})
     return p
 
@@ -98,7 +99,7 @@ SHOWNET_REFUSED = {
 
 def shownet(args):
     """Draws every plot args asks for; prints and returns the paths of the PNG files."""
-    state, _, run_dir = checkpoint.load(args.load_file)
+    state, _, run_dir = checkpoint.load(args.load_file, allow_pickle=args.allow_pickle)
     layers = {layer["name"]: layer for layer in state["layers"]}
     _check_request(args, state, layers)
     out_dir = args.out or run_dir

@@ -9,8 +9,12 @@ import time
 
 import numpy as np
 
-from . import _core, checkpoint, config, constraints, data, weights
+from . import _core, checkpoint, config, constraints, data, distributed, memory, weights
 from .weights import WEIGHT_TYPES
+
+
+KEEP_CHECKPOINTS = 2
+TEST_CHANNEL = 1  # the Net's data channel for test batches (0 carries the training batches)
 
 
 class TrainingError(RuntimeError):
@@ -29,20 +33,30 @@ def choose_devices(requested, layers):
         if d != "cpu" and not (_core.has_cuda_backend and int(d) < _core.cuda_device_count()):
             raise ValueError(f"--gpu: CUDA device {d} is not available "
                              f"({_core.cuda_device_count()} visible); use --gpu=cpu")
-    replicated = next((layer for layer in layers if layer.get("replicas")), None)
-    if replicated is not None:
-        raise ValueError(f"layer '{replicated['name']}' has gpu={','.join(map(str, replicated['replicas']))}: "
-                         "data-parallel replicas are not supported yet; give each layer a single gpu")
-    needed = 1 + max(layer.get("gpu", 0) for layer in layers)
+    def highest(layer):
+        return max(layer.get("replicas") or [layer.get("gpu", 0)])
+
+    needed = 1 + max(highest(layer) for layer in layers)
     if needed > len(requested):
-        worst = max(layers, key=lambda layer: layer.get("gpu", 0))
-        raise ValueError(f"layer '{worst['name']}' has gpu={worst['gpu']} but --gpu lists only "
+        worst = max(layers, key=highest)
+        raise ValueError(f"layer '{worst['name']}' runs on logical device {highest(worst)} but --gpu lists only "
                          f"{len(requested)} device(s): {','.join(requested)}")
     return requested
 
 
-def _slices(num_cases, mini):
-    return [(s, min(s + mini, num_cases)) for s in range(0, num_cases, mini)]
+def replica_multiple(layers):
+    """Minibatches split evenly over every layer's data-parallel replicas."""
+    multiple = 1
+    for layer in layers:
+        multiple = math.lcm(multiple, len(layer.get("replicas") or [0]))
+    return multiple
+
+
+def _slices(num_cases, mini, multiple=1):
+    """Minibatches [s, e) of a batch; each a multiple of `multiple` cases (a last remainder
+    smaller than that is left out)."""
+    slices = [(s, min(s + mini, num_cases)) for s in range(0, num_cases, mini)]
+    return [(s, s + (e - s) // multiple * multiple) for s, e in slices if e - s >= multiple]
 
 
 def _columns(array, start, end):
@@ -88,12 +102,28 @@ class Trainer:
             self.layers = config.load_layers(op["layer_def"], op["layer_params"], data_dims)
         self.by_name = {layer["name"]: layer for layer in self.layers}
         self.constrained = constraints.constrained_layers(self.layers)
+        self.world = distributed.world()
+        if self.world.size > 1:
+            distributed.check_agreement(self.world, "the layer definition", self.layers)
+            distributed.check_agreement(self.world, "the options", {k: v for k, v in op.items() if k != "gpu"})
+        self.replica_multiple = replica_multiple(self.layers)
+        self.multiple = self.world.size * self.replica_multiple  # each rank's shard splits over the replicas
+        if op["mini"] % self.multiple:
+            raise ValueError(f"--mini={op['mini']} must be a multiple of {self.multiple} (the MPI ranks times the "
+                             "layers' data-parallel replicas), so that every minibatch splits evenly")
         self.devices = choose_devices(op["gpu"], self.layers)
+        memory.check(self.layers, self.devices, op["mini"])  # before anything is allocated
         self.net = _core.Net(self.layers, self.devices, op["seed"])
+        self.net.set_shard(self.world.rank, self.world.size)
+        self.lead = self.world.rank == 0  # prints, logs and writes checkpoints
+        if self.multiple > 1:
+            self._say(f"convnet: minibatches are cut to multiples of {self.multiple} cases (MPI ranks x replicas); "
+                      f"up to {self.multiple - 1} cases at the end of a batch are left out")
         self.train_outputs = list(self.state.get("train_outputs", []))
         self.test_outputs = list(self.state.get("test_outputs", []))
         self.epoch, self.batchnum = self.state.get("epoch", 1), self.state.get("batchnum", 0)
         self.batches_done = self.state.get("batches_done", 0)
+        self.metrics_rows = self.state.get("metrics_rows")
         self._init_params()
         self._set_learning_params()
         if "rng_counter" in self.state and not op.get("finetune"):
@@ -151,10 +181,17 @@ class Trainer:
     def train(self):
         from tqdm import tqdm
         op = self.op
-        if self.run_dir is None:
-            self.run_dir = checkpoint.new_run_dir(op["save_path"])
-        print(f"convnet: training on {','.join(self.devices)}; checkpoints in {self.run_dir}")
-        self._print_net()
+        if self.lead:
+            if self.run_dir is None:
+                self.run_dir = checkpoint.new_run_dir(op["save_path"])
+            else:  # resuming: undo what a killed run left behind after its last checkpoint
+                for path in checkpoint.remove_orphans(self.run_dir):
+                    print(f"convnet: removed {path}, left by an interrupted run")
+                self._truncate_metrics()
+        ranks = f" x {self.world.size} MPI ranks" if self.world.size > 1 else ""
+        self._say(f"convnet: training on {','.join(self.devices)}{ranks}; checkpoints in {self.run_dir}")
+        if self.lead:
+            self._print_net()
         dp = self.train_dp
         dp.set_position(*self._next_position(dp.batch_range))
         batches_per_epoch = len(dp.batch_range)
@@ -179,7 +216,8 @@ class Trainer:
                         bar.close()
                     done_in_epoch = dp.batch_range.index(batchnum)
                     bar = tqdm(total=batches_per_epoch, initial=done_in_epoch, desc=f"epoch {epoch}",
-                               unit="batch", file=sys.stdout, leave=False, dynamic_ncols=True)
+                               unit="batch", file=sys.stdout, leave=False, dynamic_ncols=True,
+                               disable=not self.lead)
                     bar_epoch = epoch
                 start = time.time()
                 self._set_learning_params()
@@ -194,7 +232,7 @@ class Trainer:
                 last_of_epoch = dp.batch_range.index(batchnum) == batches_per_epoch - 1
                 if (op["test_freq"] and since_test >= op["test_freq"]) or (not op["test_freq"] and last_of_epoch):
                     bar.clear()
-                    tqdm.write(f"{epoch}.{batchnum} train: {totals.describe()}  ({time.time() - start:.1f}s)", file=sys.stdout)
+                    self._say(f"{epoch}.{batchnum} train: {totals.describe()}  ({time.time() - start:.1f}s)")
                     self._test_and_save()
                     since_test = 0
                 if op["max_batches"] and self.batches_done >= op["max_batches"]:
@@ -211,20 +249,49 @@ class Trainer:
         return self.run_dir
 
     def _train_batch(self, num_cases, epoch, batchnum):
-        """Trains on the current (staged) batch, one minibatch slice at a time."""
+        """Trains on the current (staged) batch, one minibatch slice at a time; under MPI each
+        rank takes its shard of every minibatch and the gradients are summed over the ranks."""
         totals = CostTotals()
-        for s, e in _slices(num_cases, self.op["mini"]):
-            costs = self.net.train_slice(s, e)
+        for s, e in _slices(num_cases, self.op["mini"], self.multiple):
+            if self.world.size == 1:
+                costs = self.net.train_slice(s, e)
+            else:
+                self.net.fprop_slice(*distributed.shard(s, e, self.world), True)
+                self.net.bprop()
+                distributed.sum_gradients(self.net, self.net.weight_layer_names(), self.world)
+                self.net.update(e - s)
+                costs = self._summed_costs()
             constraints.apply(self.net, self.constrained)
             self._check_finite(costs, f"epoch {epoch}, batch {batchnum}, cases {s}-{e - 1}")
             totals.add(costs, e - s)
         return totals
+
+    def _summed_costs(self):
+        """The net's costs summed over the MPI ranks (each rank has its shard's)."""
+        costs = self.net.costs()
+        if self.world.size == 1:
+            return costs
+        summed = self.world.allreduce(np.array([v for values in costs.values() for v in values], np.float64))
+        out, i = {}, 0
+        for name, values in costs.items():
+            out[name] = [float(v) for v in summed[i:i + len(values)]]
+            i += len(values)
+        return out
+
+    def _say(self, text):
+        """A line on the lead rank's stdout (around a progress bar)."""
+        if self.lead:
+            from tqdm import tqdm
+            tqdm.write(text, file=sys.stdout)
 
     def _check_finite(self, costs, where):
         """After every step: the devices flag any NaN or Inf (activations, gradients, updated
         weights) and name where it appeared first, before it spreads."""
         bad = [name for name, values in costs.items() if not all(math.isfinite(v) for v in values)]
         culprit = self.net.check_finite() or (f"the cost of layer '{bad[0]}'" if bad else None)
+        if self.world.size > 1:  # every rank stops together
+            flagged = self.world.allgather(culprit)
+            culprit = next((f"{c} (rank {rank})" for rank, c in enumerate(flagged) if c), None)
         if culprit:
             last = checkpoint.list_checkpoints(self.run_dir) if self.run_dir and os.path.isdir(self.run_dir) else []
             kept = f"the last checkpoint {last[-1]} is unchanged" if last else "no checkpoint was written"
@@ -241,10 +308,16 @@ class Trainer:
             if self.op["multiview_test"] and getattr(dp, "num_views", 1) > 1:
                 totals.add(*self._multiview_costs(images, labels, dp.num_views))
                 continue
-            for s, e in _slices(images.shape[1], self.op["mini"]):
-                self.net.fprop([_columns(images, s, e), _columns(labels, s, e)], False)
-                totals.add(self.net.costs(), e - s)
+            for s, e in _slices(self._begin_test_batch(images, labels), self.op["mini"], self.multiple):
+                self.net.fprop_slice(*distributed.shard(s, e, self.world), False)
+                totals.add(self._summed_costs(), e - s)
         return totals
+
+    def _begin_test_batch(self, images, labels):
+        """Stages a test batch on the test channel (the training channel keeps its staged
+        batch) and makes it current; returns its number of cases."""
+        self.net.stage_batch([images, labels], TEST_CHANNEL)
+        return self.net.begin_batch(TEST_CHANNEL)
 
     def _multiview_costs(self, images, labels, num_views):
         """Averages the logreg layer's probabilities over the views, then scores them."""
@@ -255,11 +328,11 @@ class Trainer:
         probs_layer = self.by_name[name]["inputs"][1]
         n = labels.shape[1]
         probs = None
+        self._begin_test_batch(images, np.tile(labels, (1, num_views)))  # views are column blocks
         for v in range(num_views):
-            view = images[:, v * n:(v + 1) * n]
             outs = []
-            for s, e in _slices(n, self.op["mini"]):
-                self.net.fprop([_columns(view, s, e), _columns(labels, s, e)], False)
+            for s, e in _slices(n, self.op["mini"], self.replica_multiple):
+                self.net.fprop_slice(v * n + s, v * n + e, False)
                 outs.append(self.net.get_acts(probs_layer).reshape(-1, e - s))
             p = np.concatenate(outs, axis=1)
             probs = p if probs is None else probs + p
@@ -270,13 +343,14 @@ class Trainer:
 
     def _test_and_save(self):
         totals = self.test(one_batch=self.op["test_one"])
-        from tqdm import tqdm
-        tqdm.write(f"{self.epoch}.{self.batchnum} test:  {totals.describe()}", file=sys.stdout)  # keeps a bar intact
+        self._say(f"{self.epoch}.{self.batchnum} test:  {totals.describe()}")
         self.test_outputs.append((self.epoch, self.batchnum, totals.averages(), totals.cases))
         self._log_metrics("test", self.epoch, self.batchnum, totals, 0.0)
         self.save()
 
     def save(self):
+        if not self.lead:
+            return None
         culprit = self.net.check_finite()
         if culprit:
             raise TrainingError(f"NaN or Inf in {culprit}: not saving a checkpoint")
@@ -290,13 +364,36 @@ class Trainer:
             "batches_done": self.batches_done,
             "train_outputs": self.train_outputs,
             "test_outputs": self.test_outputs,
+            "metrics_rows": self.metrics_rows,  # rows of metrics.csv this checkpoint accounts for
         }
-        older = checkpoint.list_checkpoints(self.run_dir) if os.path.isdir(self.run_dir) else []
         path = checkpoint.save(self.run_dir, self.epoch, self.batchnum, state)
-        for old in older:  # keep only the newest, once it is safely written
+        # keep the newest two: the older one is what loading falls back to if the newest rots
+        for old in checkpoint.list_checkpoints(self.run_dir)[:-KEEP_CHECKPOINTS]:
             if os.path.abspath(old) != os.path.abspath(path):
                 os.remove(old)
         return path
+
+    def _truncate_metrics(self):
+        """Cuts metrics.csv back to the rows the loaded checkpoint accounts for: the batches
+        trained after it (by a run that was then killed) are trained again and logged again."""
+        path = os.path.join(self.run_dir, "metrics.csv")
+        keep = self.metrics_rows
+        if not os.path.isfile(path):
+            self.metrics_rows = 0
+            return
+        with open(path, newline="") as f:
+            lines = f.read().splitlines(keepends=True)
+        if not lines or not lines[0].endswith("\n"):  # killed while writing the header
+            os.remove(path)
+            self.metrics_rows = 0
+            return
+        if keep is None:  # a checkpoint from before metrics_rows was stored: keep what is there
+            self.metrics_rows = max(0, len(lines) - 1)
+            return
+        complete = [line for line in lines[1:keep + 1] if line.endswith("\n")]
+        if len(lines) - 1 != len(complete) or not lines[-1].endswith("\n"):
+            checkpoint.write_atomic(path, "".join(lines[:1] + complete).encode("utf-8"))
+        self.metrics_rows = len(complete)
 
     def _log_metrics(self, phase, epoch, batchnum, totals, seconds):
         if self.run_dir is None:
@@ -307,8 +404,10 @@ class Trainer:
             w = csv.writer(f)
             if new:
                 w.writerow(["phase", "epoch", "batch", "layer", "cost", "error", "error_topk", "cases", "seconds"])
+                self.metrics_rows = 0
             for name, (cost, err, errk) in totals.averages().items():
                 w.writerow([phase, epoch, batchnum, name, f"{cost:.6f}", f"{err:.6f}", f"{errk:.6f}", totals.cases, f"{seconds:.3f}"])
+                self.metrics_rows = (self.metrics_rows or 0) + 1
 
     def _print_net(self):
         for layer in self.layers:
@@ -327,8 +426,8 @@ class Trainer:
         for _ in range(len(dp.batch_range)):
             epoch, batchnum, (images, labels) = dp.get_next_batch()
             feats = []
-            for s, e in _slices(images.shape[1], self.op["mini"]):
-                self.net.fprop([_columns(images, s, e), _columns(labels, s, e)], False)
+            for s, e in _slices(self._begin_test_batch(images, labels), self.op["mini"], self.replica_multiple):
+                self.net.fprop_slice(s, e, False)
                 acts = self.net.get_acts(layer_name)
                 feats.append(np.moveaxis(acts, -1, 0).reshape(e - s, *acts.shape[:-1]))
             out = os.path.join(path, f"data_batch_{batchnum}.npz")

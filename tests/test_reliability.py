@@ -1,0 +1,207 @@
+"""Reproducers of crashes, hangs, tracebacks and wrong answers on hostile input: each must be
+one clear error (or the right answer), never a signal, a hang or a traceback."""
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ccn import _core, config
+from ccn.cli import convnet_main
+from oprunner import to_device
+from trainer_fixtures import SMALL_NET, SMALL_PARAMS, write_cifar, write_net
+
+def one_line_error(capsys, *needles):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.fixture
+def cifar(tmp_path):
+    return write_cifar(str(tmp_path / "cifar"))
+
+
+def convnet(tmp_path, cifar, layers, params, *extra):
+    return convnet_main([f"--layer-def={layers}", f"--layer-params={params}", f"--data-path={cifar}",
+                         "--data-provider=cifar", f"--save-path={tmp_path / 'runs'}", "--train-range=1-5",
+                         "--test-range=6", "--mini=16", "--gpu=cpu", "--epochs=1", *extra])
+
+
+# -- geometry arithmetic in 64 bits ------------------------------------------------------------------
+HUGE_GEOMETRIES = [
+    dict(filter_size=65536, padding=65535),  # 65536^2 wraps int32 to 0: a (0, F) filter array passed
+    dict(filter_size=1, img_size_y=65536, img_size_x=65536),  # 65536 x 65536 modules
+    dict(filter_size=65536, padding=65535, modules_y=1, modules_x=1),
+]
+
+
+@pytest.mark.parametrize("local", [False, True])
+@pytest.mark.parametrize("geometry", HUGE_GEOMETRIES)
+def test_huge_geometry_is_a_value_error(geometry, local):
+    args = dict(channels=1, img_size_y=4, num_filters=16, local=local)
+    args.update(geometry)
+    g = _core.ConvGeometry(**args)
+    images = np.ones((16, 2), np.float32)
+    filters = np.ones((0, 16), np.float32)
+    targets = np.ones((16, 2), np.float32)
+    for op, a, b, out in ((_core.filter_acts, images, filters, targets), (_core.img_acts, targets, filters, images),
+                          (_core.weight_acts, images, targets, filters)):
+        with pytest.raises(ValueError, match="too large"):
+            op(a, b, out, g)
+
+
+# -- the thread pool ---------------------------------------------------------------------------------
+def test_resizing_the_pool_while_another_thread_is_in_gemm():
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((300, 200)).astype(np.float32), rng.standard_normal((200, 100)).astype(np.float32)
+    expected = a.astype(np.float64) @ b
+    before, stop, results = _core.num_threads(), threading.Event(), []
+
+    def work():
+        while not stop.is_set():
+            c = np.zeros((300, 100), np.float32)
+            _core.gemm(a, b, c)
+            results.append(np.abs(c - expected).max())
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        for i in range(100):
+            _core.set_num_threads(1 + i % 4)
+    finally:
+        stop.set()
+        worker.join(30)
+        _core.set_num_threads(before)
+    assert not worker.is_alive(), "gemm hung while the pool was resized"
+    assert results and max(results) < 1e-3
+
+
+THREAD_LIMIT_SCRIPT = """
+import resource, numpy as np
+from ccn import _core
+vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (300 << 20),) * 2)  # room for a few dozen thread stacks
+for call in (lambda: _core.set_num_threads(1000), lambda: _core.Net(LAYERS, ["cpu"] * 1000, 1)):
+    try:
+        call()
+        print("no error")
+    except RuntimeError as e:
+        print("RuntimeError:", e)
+a = np.ones((64, 64), np.float32); c = np.zeros((64, 64), np.float32)
+_core.gemm(a, a, c)
+print("gemm", c[0, 0], _core.num_threads())
+"""
+
+
+def test_thread_creation_failure_raises():
+    layers = [dict(name="data", type="data", dataIdx=0, outputs=10, gpu=0),
+              dict(name="fc", type="fc", inputs=["data"], outputs=4, gpu=0, initW=0.01, initB=0.0)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", f"LAYERS = {layers!r}\n" + THREAD_LIMIT_SCRIPT], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("RuntimeError: set_num_threads(1000): could not start thread"), out.stdout
+    assert lines[1].startswith("RuntimeError: cannot start the thread of logical device"), out.stdout
+    assert lines[2] == "gemm 64.0 1"  # the pool still works, on the caller
+
+
+# -- layer files ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_layer_def_must_be_a_regular_file(tmp_path, cifar, capsys, special):
+    _, params = write_net(tmp_path)
+    if special == "fifo":
+        special = str(tmp_path / "layers.cfg")
+        os.mkfifo(special)
+    assert convnet(tmp_path, cifar, special, params) == 2
+    one_line_error(capsys, special, "not a regular file")
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (("padding=2", "padding=1000"), ["[conv1] padding", "smaller than filterSize"]),
+    (("filters=8", "filters=9223372036854775808"), ["[conv1] filters", "must be <= 2147483647"]),
+])
+def test_out_of_range_layer_values_name_the_key(tmp_path, cifar, capsys, edit, needles):
+    layers, params = write_net(tmp_path, net=SMALL_NET.replace(*edit))
+    assert convnet(tmp_path, cifar, layers, params) == 2
+    one_line_error(capsys, *needles)
+
+
+def test_a_layer_too_large_for_memory_is_refused_before_allocation(tmp_path, cifar, capsys):
+    layers, params = write_net(tmp_path, net=SMALL_NET.replace("outputs=10", "outputs=2000000000"))
+    assert convnet(tmp_path, cifar, layers, params) == 2
+    err = one_line_error(capsys, "layer 'fc10' needs about", "available")
+    needed = int(err.split("needs about ")[1].split(" bytes")[0].replace(",", ""))
+    assert needed >= 4 * 3 * 512 * 2_000_000_000
+
+
+def test_a_64_bit_int_in_a_layer_dict_names_layer_and_key():
+    layers = [dict(name="data", type="data", dataIdx=0, outputs=10, gpu=0),
+              dict(name="fc", type="fc", inputs=["data"], outputs=2 ** 63, gpu=0, initW=0.01, initB=0.0)]
+    with pytest.raises(ValueError, match="layer 'fc': key 'outputs': must be an int, got an int beyond 64 bits"):
+        _core.Net(layers, ["cpu"], 1)
+
+
+def test_an_indented_key_is_one_clean_line(tmp_path, cifar, capsys):
+    layers, params = write_net(tmp_path, params=SMALL_PARAMS.replace("\nmomW=0.9", "\n  momW=0.9", 1))
+    assert convnet(tmp_path, cifar, layers, params) == 2
+    one_line_error(capsys, "[conv1] momW", "line 5 is indented")
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    plain, params = write_net(tmp_path)
+    marked = tmp_path / "bom.cfg"
+    marked.write_bytes(b"\xef\xbb\xbf" + SMALL_NET.encode())
+    dims = {0: (3, 32, 32), 1: 1}
+    assert config.load_layers(str(marked), params, dims) == config.load_layers(plain, params, dims)
+
+
+# -- schedules -------------------------------------------------------------------------------------
+def _dexp_by_steps(base, target, steps, p):
+    """The step-by-step definition: the first step k whose end (k + 1) / steps reaches p."""
+    for k in range(steps):
+        if p <= (k + 1) / steps:
+            break
+    return base / target if k == steps - 1 else base * target ** (-k / (steps - 1))
+
+
+def test_dexp_is_closed_form_and_matches_the_steps(rng):
+    for _ in range(300):
+        steps = int(rng.integers(2, 40))
+        p = float(rng.choice([rng.uniform(0, 1), int(rng.integers(0, steps + 1)) / steps]))
+        schedule = {"type": "dexp", "base": 0.1, "tgtFactor": 10.0, "numSteps": steps}
+        assert config.schedule_value(schedule, p) == pytest.approx(_dexp_by_steps(0.1, 10.0, steps, p), rel=1e-12)
+    huge = config.parse_schedule("dexp[0.1;10;2147483648]")
+    start = time.perf_counter()
+    values = [config.schedule_value(huge, p) for p in np.linspace(0, 1, 1000)]
+    assert time.perf_counter() - start < 1.0
+    assert values[0] == pytest.approx(0.1) and values[-1] == pytest.approx(0.01)
+    assert values[500] == pytest.approx(0.1 * 10 ** -(500 / 999), rel=1e-6)  # 2^31 steps: nearly exp
+
+
+# -- NaN predictions -------------------------------------------------------------------------------------
+def test_logreg_cost_counts_nan_probabilities_as_errors(device, rng):
+    classes, cases = 10, 300
+    probs = rng.dirichlet(np.ones(classes), cases).T.astype(np.float32)
+    labels = rng.integers(0, classes, cases)
+    probs[:, rng.choice(cases, 40, replace=False)] = np.nan  # whole cases
+    probs[rng.integers(0, classes, 30), rng.integers(0, cases, 30)] = np.nan  # single entries
+    probs[rng.integers(0, classes, 5), rng.integers(0, cases, 5)] = np.inf
+    p64 = probs.astype(np.float64)
+    label_p = p64[labels, np.arange(cases)]
+    finite = np.isfinite(p64).all(axis=0)
+    rivals = ((p64 >= label_p) & (np.arange(classes)[:, None] != labels)).sum(axis=0)
+    expected_err = np.sum(~finite | (rivals >= 1))
+    expected_top5 = np.sum(~finite | (rivals >= 5))
+    args = [to_device(a, device) for a in (np.ascontiguousarray(labels, np.float32), probs)]
+    cost, err, err_top5 = _core.logreg_cost(*args, 5)
+    assert math.isnan(cost)
+    assert (err, err_top5) == (expected_err, expected_top5)
+    assert expected_err > 70  # the NaN cases are there and counted
