@@ -418,3 +418,11 @@ def test_image_layers_parse_as_the_2012_release(tmp_path):
     assert (layers["nails"]["outputsX"], layers["nails"]["start"], layers["nails"]["outputs"]) == (2, 0, 8 * 2 * 2)
     with pytest.raises(ConfigError, match="must be 3, 5, 7 or 9"):
         _load(tmp_path, net.replace("filterSize=3", "filterSize=4"), SMALL_PARAMS)
+
+
+def test_quantization_keys_default_only(tmp_path):
+    layers = _load(tmp_path, SMALL_NET, SMALL_PARAMS + "\n[pool1]\nquantF=default\nquantB=default\n")
+    assert "quantF" not in layers["pool1"]
+    with pytest.raises(ConfigError, match="only default") as err:
+        _load(tmp_path, SMALL_NET, SMALL_PARAMS + "\n[pool1]\nquantF=half\n")
+    assert (err.value.section, err.value.key) == ("pool1", "quantF")

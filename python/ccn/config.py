@@ -1343,6 +1343,11 @@ def _topological_order(names, inputs_of, sections):
     return order
 
 
+# The 2012 release's per-layer quantization of activations (quantF) and gradients (quantB):
+# "default" (none) or "half"; any layer's layer-params section may give them.
+_QUANTIZATION_KEYS = frozenset({"quantF", "quantB"})
+
+
 def _apply_params_file(params_path, layers, parsers, def_sections, resuming):
     """Reads the layer-params file and applies it to every layer (in place)."""
     sections = {sec.name: sec for sec in _read_ini(params_path)}
@@ -1353,8 +1358,12 @@ def _apply_params_file(params_path, layers, parsers, def_sections, resuming):
             continue
         parser = parsers[name]
         definition_only = parser.definition_keys() - set(parser.tunable_keys) - {"type"}
-        _check_keys(sec, set(parser.tunable_keys) | set(parser.learning_keys), definition_only,
+        _check_keys(sec, set(parser.tunable_keys) | set(parser.learning_keys) | _QUANTIZATION_KEYS, definition_only,
                     "layer definition file")
+        for key in _QUANTIZATION_KEYS:
+            if sec.has(key) and sec.get_str(key).lower() != "default":
+                raise sec.error(key, f"'{sec.get_str(key)}': only default (float32 activations and gradients) is "
+                                     "supported")
     for layer in layers:
         name = layer["name"]
         source = _ParamSource(params_path, name, sections.get(name), def_sections.get(name), resuming)
