@@ -426,3 +426,19 @@ def test_quantization_keys_default_only(tmp_path):
     with pytest.raises(ConfigError, match="only default") as err:
         _load(tmp_path, SMALL_NET, SMALL_PARAMS + "\n[pool1]\nquantF=half\n")
     assert (err.value.section, err.value.key) == ("pool1", "quantF")
+
+
+def _with_shared_copy(base):
+    """base's conv1 plus conv1b, a sparse conv sharing conv1's weights, summed into pool1."""
+    return base.replace("[pool1]", "[conv1b]\ntype=conv\ninputs=data\nchannels=3\nfilters=4\ngroups=2\n"
+                        "randSparse=1\nfilterChannels=3\nfilterSize=5\npadding=2\nstride=2\n"
+                        "weightSource=conv1\n\n[sum]\ntype=eltsum\ninputs=conv1,conv1b\n\n[pool1]").replace(
+        "type=pool\npool=max\ninputs=conv1", "type=pool\npool=max\ninputs=sum")
+
+
+def test_shared_sparse_weights_share_the_connectivity(tmp_path):
+    params = SMALL_PARAMS + "\n[conv1b]\nepsW=0.1\nepsB=0.1\nmomW=0\nmomB=0\n"
+    layers = _load(tmp_path, _with_shared_copy(SPARSE_NET), params)
+    assert layers["conv1b"]["filterConns"] == layers["conv1"]["filterConns"]
+    with pytest.raises(ConfigError, match="randSparse but 'conv1' does not"):
+        _load(tmp_path, _with_shared_copy(SMALL_NET), params)  # conv1 dense: nothing to share

@@ -1370,6 +1370,28 @@ def _apply_params_file(params_path, layers, parsers, def_sections, resuming):
         parsers[name].apply_params(source, layer, layers_by_name)
 
 
+def _share_connectivity(layers, sections):
+    """A sparse matrix shared through weightSource takes its owner's connectivity (as in
+    cuda-convnet): the same filters must see the same channels."""
+    for name, layer in layers.items():
+        conns = layer.get("filterConns")
+        if not conns or "weightSource" not in layer:
+            continue
+        sources = layer["weightSource"] if isinstance(layer["weightSource"], list) else [layer["weightSource"]]
+        for i, source in enumerate(sources):
+            if not source or conns[i] is None:
+                continue
+            match = _SOURCE_RE.fullmatch(source)
+            owner, index = match.group(1), int(match.group(2) or 0)
+            owner_conns = (layers.get(owner) or {}).get("filterConns")
+            if not owner_conns or index >= len(owner_conns) or owner_conns[index] is None:
+                raise sections[name].error("weightSource", f"input {i} uses randSparse but '{source}' does not")
+            if len(owner_conns[index]) != len(conns[i]):
+                raise sections[name].error("weightSource", f"'{source}' sees {len(owner_conns[index])} channels per "
+                                                           f"group set, input {i} {len(conns[i])}")
+            conns[i] = list(owner_conns[index])
+
+
 def load_layers(layer_def_path, layer_params_path, data_dims):
     """Parses both layer files into the resolved layer list of docs/layer-dicts.md.
 
@@ -1427,6 +1449,7 @@ def load_layers(layer_def_path, layer_params_path, data_dims):
         parsers[name].resolve(owner_section[name], layer, inputs, data_dims)
         resolved.append(layer)
 
+    _share_connectivity(layers, owner_section)
     _apply_params_file(layer_params_path, resolved, parsers,
                        {sec.name: sec for sec in sections}, resuming=False)
     return resolved
