@@ -81,13 +81,18 @@ PARAMS = "".join(f"[{name}]\nepsW=0.001\nepsB=0.002\nmomW=0.9\nmomB=0.9\nwc=0.00
                  for name in ("conv1", "fc32", "fc10"))
 
 
-@pytest.fixture
-def setup(tmp_path):
+def prepare(tmp_path):
+    """CIFAR-format data of 128 cases per batch and the net; returns (tmp_path, convnet.py args)."""
     cifar = write_cifar(str(tmp_path / "cifar"), cases_per_batch=128)
     layers, params = write_net(tmp_path, NET, PARAMS)
     return tmp_path, [f"--layer-def={layers}", f"--layer-params={params}", f"--data-path={cifar}",
                       "--data-provider=cifar", "--train-range=1-5", "--test-range=6", "--mini=128",
                       "--gpu=cpu", "--seed=5", "--epochs=1"]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    return prepare(tmp_path)
 
 
 def mpi(ranks, args=None, timeout=240):

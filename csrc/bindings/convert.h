@@ -29,5 +29,6 @@ void bind_dense(py::module_& m);
 void bind_cost(py::module_& m);
 void bind_image(py::module_& m);
 void bind_net(py::module_& m);
+void bind_nccl(py::module_& m);
 
 }  // namespace ccn::bindings

@@ -26,4 +26,5 @@ PYBIND11_MODULE(_core, m) {
   ccn::bindings::bind_cost(m);
   ccn::bindings::bind_image(m);
   ccn::bindings::bind_net(m);
+  ccn::bindings::bind_nccl(m);
 }

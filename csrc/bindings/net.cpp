@@ -225,6 +225,13 @@ void bind_net(py::module_& m) {
       }, py::arg("name"), py::arg("grads"),
          "Replaces the last bprop's gradients (weights: list, biases) before update(), e.g. by their sum over "
          "processes.")
+      .def("grad_tensors", [](const Net& net, const std::string& name) {
+        py::list out;
+        for (const Tensor& t : net.gradBuffers(name)) out.append(py::cast(t));
+        return out;
+      }, py::arg("name"),
+         "The layer's gradient buffers that the last bprop wrote (weights, then biases; frozen ones left "
+         "out), as Tensors on the layer's device: summing them in place across processes (NCCL) feeds update().")
       .def("set_shard", &Net::setShard, py::arg("index"), py::arg("count"),
            "This net's minibatches are shard `index` of `count` equal shards of each step's minibatch (random "
            "numbers are drawn per case of the whole minibatch).")

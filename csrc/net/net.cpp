@@ -436,6 +436,15 @@ Tensor Net::grad(const std::string& layer, const std::string& key, size_t index)
   return s.store->grad;
 }
 
+std::vector<Tensor> Net::gradBuffers(const std::string& layer) const {
+  WeightLayer& wl = weightLayer(layer);
+  std::vector<Tensor> out;
+  for (const WeightSlot& s : wl.weights)
+    if (s.computesGrad() && !s.shared) out.push_back(s.store->grad);
+  if (wl.bias.computesGrad()) out.push_back(wl.bias.store->grad);
+  return out;
+}
+
 void Net::setGrad(const std::string& layer, const std::string& key, size_t index, const Tensor& value) {
   CCN_CHECK(key == "weights" || key == "biases", "layer '", layer, "': gradients exist for 'weights' and 'biases', not '",
             key, "'");

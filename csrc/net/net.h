@@ -70,6 +70,8 @@ class Net {
   void setParam(const std::string& layer, const std::string& key, size_t index, const Tensor& value);
   // The last bprop's gradient (zeros for frozen weights and weights no cost depends on).
   Tensor grad(const std::string& layer, const std::string& key, size_t index) const;
+  // The gradient buffers the last bprop wrote (views; weights then biases, frozen left out).
+  std::vector<Tensor> gradBuffers(const std::string& layer) const;
   // Replaces it (e.g. by the sum over processes) before update(); frozen weights ignore it.
   void setGrad(const std::string& layer, const std::string& key, size_t index, const Tensor& value);
   void setLearningParams(const std::string& layer, const std::vector<float>& epsW, float epsB,

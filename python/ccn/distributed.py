@@ -3,9 +3,12 @@
 Every rank builds the same net from the same files and seed, walks the same data batches,
 and takes its shard of every minibatch: with --mini=M each of the N ranks trains on M / N
 cases per step, so N ranks see per step exactly the images one process sees with --mini=M.
-After each backward pass the weight gradients are summed over the ranks (MPI all-reduce,
-one per layer, started as soon as the layer's gradients are read back) and every rank
-applies the same update, so the replicas stay identical. Random numbers (dropout) are
+After each backward pass the weight gradients are summed over the ranks and every rank
+applies the same update, so the replicas stay identical: gradients on the CPU with MPI
+all-reduce (non-blocking, all layers at once after the backward pass), gradients on GPUs in
+place with NCCL when the engine has it (one communicator per device; the unique id goes
+from rank 0 to the others over MPI), else through host copies and MPI. Under MPI each rank
+takes the next block of GPUs: with --gpu=0,1 the rank of local index L uses 2L and 2L+1. Random numbers (dropout) are
 drawn for the whole minibatch and each rank uses those of its own cases (Net.set_shard).
 Rank 0 alone prints, logs metrics and writes checkpoints; a checkpoint does not depend on
 the number of ranks, so a run resumes with any number of them.
@@ -31,7 +34,10 @@ _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRA
 class Solo:
     """One process: every collective is the identity."""
 
-    rank, size = 0, 1
+    rank, size, local_rank = 0, 1, 0
+
+    def bcast(self, obj):
+        return obj
 
     def allreduce(self, array):
         return array
@@ -52,6 +58,11 @@ class MpiWorld:
     def __init__(self, comm):
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.local_rank = int(next((os.environ[v] for v in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                                                             "SLURM_LOCALID") if os.environ.get(v)), 0))
+
+    def bcast(self, obj):
+        return self.comm.bcast(obj, root=0)
 
     def allreduce(self, array):
         """The element-wise sum of `array` over the ranks (a new float64 array for scalars)."""
@@ -116,12 +127,55 @@ def shard(start, end, world):
     return first, first + count
 
 
-def sum_gradients(net, names, world):
-    """Sums every layer's weight gradients over the ranks (in layer order, so the same on
-    every rank) and writes them back into the net."""
+def rank_devices(devices, world):
+    """This rank's logical devices: CUDA ordinals shifted to its own block of GPUs."""
     if world.size == 1:
-        return
-    grads = [net.get_grads(name) for name in names]
-    world.allreduce_into([g for layer in grads for g in layer["weights"]] + [layer["biases"] for layer in grads])
-    for name, g in zip(names, grads):
-        net.set_grads(name, g)
+        return list(devices)
+    cuda = [d for d in devices if d != "cpu"]
+    shift = world.local_rank * len(set(cuda))
+    return [d if d == "cpu" else str(int(d) + shift) for d in devices]
+
+
+def _nccl_library():
+    """libnccl.so.2 from the nvidia-nccl wheel when installed, else '' (the loader's path)."""
+    try:
+        import nvidia.nccl as wheel
+    except ImportError:
+        return ""
+    path = os.path.join(list(wheel.__path__)[0], "lib", "libnccl.so.2")
+    return path if os.path.exists(path) else ""
+
+
+class GradientSum:
+    """Sums a net's weight gradients over the ranks, in place, before the update."""
+
+    def __init__(self, net, devices, world):
+        from . import _core
+        self.net, self.world = net, world
+        self.names = net.weight_layer_names()
+        self.communicators = {}  # CUDA device ordinal -> NcclCommunicator
+        gpus = sorted({int(d) for d in devices if d != "cpu"})
+        self.use_nccl = world.size > 1 and bool(gpus) and _core.has_nccl
+        if self.use_nccl:
+            _core.nccl_load(_nccl_library())
+            for gpu in range(max(len(gpus), 1)):  # one group per position in each rank's block
+                unique_id = world.bcast(_core.nccl_unique_id() if world.rank == 0 else None)
+                self.communicators[gpus[gpu]] = _core.NcclCommunicator(unique_id, world.rank, world.size, gpus[gpu])
+
+    def __call__(self):
+        if self.world.size == 1:
+            return
+        if self.use_nccl:
+            for name in self.names:
+                for tensor in self.net.grad_tensors(name):
+                    if tensor.device.startswith("cuda:"):
+                        self.communicators[int(tensor.device[5:])].all_reduce(tensor)
+                    else:
+                        summed = self.world.allreduce(tensor.numpy())
+                        tensor.copy_from(summed)
+            return
+        grads = [self.net.get_grads(name) for name in self.names]
+        self.world.allreduce_into([g for layer in grads for g in layer["weights"]] +
+                                  [layer["biases"] for layer in grads])
+        for name, g in zip(self.names, grads):
+            self.net.set_grads(name, g)

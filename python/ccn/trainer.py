@@ -111,10 +111,11 @@ class Trainer:
         if op["mini"] % self.multiple:
             raise ValueError(f"--mini={op['mini']} must be a multiple of {self.multiple} (the MPI ranks times the "
                              "layers' data-parallel replicas), so that every minibatch splits evenly")
-        self.devices = choose_devices(op["gpu"], self.layers)
+        self.devices = distributed.rank_devices(choose_devices(op["gpu"], self.layers), self.world)
         memory.check(self.layers, self.devices, op["mini"])  # before anything is allocated
         self.net = _core.Net(self.layers, self.devices, op["seed"])
         self.net.set_shard(self.world.rank, self.world.size)
+        self.sum_gradients = distributed.GradientSum(self.net, self.devices, self.world)
         self.lead = self.world.rank == 0  # prints, logs and writes checkpoints
         if self.multiple > 1:
             self._say(f"convnet: minibatches are cut to multiples of {self.multiple} cases (MPI ranks x replicas); "
@@ -258,7 +259,7 @@ class Trainer:
             else:
                 self.net.fprop_slice(*distributed.shard(s, e, self.world), True)
                 self.net.bprop()
-                distributed.sum_gradients(self.net, self.net.weight_layer_names(), self.world)
+                self.sum_gradients()
                 self.net.update(e - s)
                 costs = self._summed_costs()
             constraints.apply(self.net, self.constrained)
