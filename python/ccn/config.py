@@ -566,7 +566,8 @@ def register_layer_parser(cls):
 # wball: max-norm of each filter (weight column), in units of its weight count (the 2012
 # release); schedW/schedB: the 2012 release's schedules of epsW/epsB; superEps/superMom: its
 # experimental update (only 0, its default, is accepted); updatePeriod: cuda-convnet2's
-# minibatches per update (0 and 1: every minibatch, the only period accepted).
+# minibatches per update (0 and 1: every minibatch; k > 1: the gradients of k minibatches
+# are averaged into one update, which the trainer does).
 _WEIGHT_LEARNING_KEYS = frozenset({"epsW", "epsB", "momW", "momB", "wc", "wball", "schedW", "schedB",
                                    "superEps", "superMom", "updatePeriod"})
 
@@ -703,7 +704,14 @@ class _WeightLayerParser(LayerParser):
             layer["wball"] = wball
         for key in ("superEps", "superMom"):
             source.learning(key, _Section.get_float, default=0.0, minimum=0.0, maximum=0.0)
-        source.learning("updatePeriod", _Section.get_int, default=0, minimum=0, maximum=1)
+        period = source.learning("updatePeriod", _Section.get_int, default=0, minimum=0)
+        if period > 1:
+            if any(layer.get("weightSource") or []) if isinstance(layer.get("weightSource"), list) \
+                    else layer.get("weightSource"):
+                raise source.params_sec.error("updatePeriod", "is not supported on a layer that shares weights")
+            layer["updatePeriod"] = period
+        else:
+            layer.pop("updatePeriod", None)
         self.apply_constraints(source, layer, count)
 
     def apply_constraints(self, source, layer, count):
