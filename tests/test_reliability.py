@@ -137,9 +137,19 @@ def test_out_of_range_layer_values_name_the_key(tmp_path, cifar, capsys, edit, n
 def test_a_layer_too_large_for_memory_is_refused_before_allocation(tmp_path, cifar, capsys):
     layers, params = write_net(tmp_path, net=SMALL_NET.replace("outputs=10", "outputs=2000000000"))
     assert convnet(tmp_path, cifar, layers, params) == 2
-    err = one_line_error(capsys, "layer 'fc10' needs about", "available")
+    err = one_line_error(capsys, "layer 'fc10' needs about", "bytes for its weights", "available")
     needed = int(err.split("needs about ")[1].split(" bytes")[0].replace(",", ""))
     assert needed >= 4 * 3 * 512 * 2_000_000_000
+
+
+def test_activations_too_large_for_memory_are_refused_before_allocation():
+    """The engine checks a batch size's activations against the device's memory before
+    allocating them, naming the layer (here 5e7 outputs x 1024 cases x 2 buffers x 4 bytes)."""
+    layers = [dict(name="data", type="data", dataIdx=0, outputs=1, gpu=0),
+              dict(name="fc", type="fc", inputs=["data"], outputs=50_000_000, gpu=0, initW=0.01)]
+    net = _core.Net(layers, ["cpu"], 0)
+    with pytest.raises(ValueError, match=r"layer 'fc' needs about [\d,]+ bytes for minibatches of 1024 but cpu has"):
+        net.fprop([np.ones((1, 1024), np.float32)], False)
 
 
 def test_a_64_bit_int_in_a_layer_dict_names_layer_and_key():

@@ -7,6 +7,8 @@ namespace ccn::cuda {
 
 int device_count();
 void* raw_malloc(int device, size_t bytes);
+// Free device memory (cudaMemGetInfo); -1 when it cannot be asked.
+long long free_bytes(int device);
 void raw_free(int device, void* ptr);
 // Copies between host and device or between two devices (peer copy), then waits for it.
 void copy(void* dst, int dst_device, const void* src, int src_device, size_t bytes);

@@ -1,6 +1,7 @@
 #include "core/device.h"
 
 #include <cstdlib>
+#include <fstream>
 
 #include "core/error.h"
 #ifdef CCN_WITH_CUDA
@@ -28,5 +29,22 @@ int cuda_device_count() {
 }
 
 bool cuda_available() { return cuda_device_count() > 0; }
+
+int64_t available_memory(Device device) {
+  if (device.is_cuda()) {
+#ifdef CCN_WITH_CUDA
+    return cuda::free_bytes(device.index);
+#else
+    return -1;
+#endif
+  }
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return -1;
+}
 
 }  // namespace ccn

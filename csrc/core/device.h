@@ -1,5 +1,6 @@
 // A physical device: the CPU, or one CUDA ordinal. Tensors carry one; ops dispatch on it.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace ccn {
@@ -24,5 +25,8 @@ struct Device {
 // True when the engine was compiled with CUDA and at least one GPU is visible.
 bool cuda_available();
 int cuda_device_count();
+// Bytes a device can still give: the kernel's MemAvailable for the CPU, the free memory of
+// a GPU; -1 when unknown.
+int64_t available_memory(Device device);
 
 }  // namespace ccn

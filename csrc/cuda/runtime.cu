@@ -35,6 +35,15 @@ void* raw_malloc(int device, size_t bytes) {
   return p;
 }
 
+long long free_bytes(int device) {
+  size_t free = 0, total = 0;
+  if (cudaSetDevice(device) != cudaSuccess || cudaMemGetInfo(&free, &total) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return static_cast<long long>(free);
+}
+
 void raw_free(int device, void* ptr) {
   cudaSetDevice(device);
   cudaFree(ptr);

@@ -46,6 +46,34 @@ Tensor filledOnHost(const Shape& shape, float value) {
   return t;
 }
 
+std::string withCommas(int64_t n) {
+  std::string digits = std::to_string(n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+// Refuses, before anything is allocated, a layer or a device whose buffers would not fit in
+// the memory its device has left (where the device can say).
+void checkFits(const std::vector<std::pair<const Layer*, int64_t>>& needs, const std::vector<Device>& devices,
+               const std::string& what) {
+  std::map<std::string, int64_t> perDevice;
+  for (const auto& [layer, bytes] : needs) {
+    const Device dev = devices[layer->device];
+    const int64_t have = available_memory(dev);
+    CCN_CHECK(have < 0 || bytes <= have, "layer '", layer->name(), "' needs about ", withCommas(bytes), " bytes ",
+              what, " but ", dev.str(), " has ", withCommas(have), " available; make it smaller");
+    perDevice[dev.str()] += bytes;
+  }
+  for (const auto& [name, total] : perDevice) {
+    const int64_t have = available_memory(Device::parse(name));
+    CCN_CHECK(have < 0 || total <= have, "the layers on ", name, " need about ", withCommas(total), " bytes ", what,
+              " but it has ", withCommas(have), " available");
+  }
+}
+
 // "name" -> (name, 0); "name[3]" -> (name, 3).
 std::pair<std::string, size_t> parseWeightSource(const std::string& text, const Layer& layer) {
   size_t open = text.find('[');
@@ -170,6 +198,21 @@ void Net::createWeights() {
       weightLayers.push_back(wl);
       matrices += wl->numWeights();
     }
+  // Weights, their increments and gradients: 3 float buffers per element.
+  std::vector<std::pair<const Layer*, int64_t>> needs;
+  for (WeightLayer* wl : weightLayers) {
+    int64_t elements = 0;
+    for (size_t i = 0; i < wl->numWeights(); ++i) {
+      if (!wl->weightSource(i).empty()) continue;
+      int64_t n = 1;
+      for (int64_t d : wl->weightShape(i)) n *= d;
+      elements += n;
+    }
+    int64_t n = 1;
+    for (int64_t d : wl->biasShape()) n *= d;
+    needs.push_back({wl, 3 * int64_t(sizeof(float)) * (elements + n)});
+  }
+  checkFits(needs, devices_, "for its weights");
   // Every matrix without a weightSource gets its own store, and every layer its biases.
   for (WeightLayer* wl : weightLayers) {
     Device dev = devices_[wl->device];
@@ -660,6 +703,17 @@ void Net::resize(int numCases) {
     CCN_CHECK(numCases % layer->replicaCount == 0, "layer '", layer->name(), "' has ", layer->replicaCount,
               " data-parallel replicas: a minibatch of ", numCases, " cases does not split evenly among them ",
               "(use a multiple of ", layer->replicaCount, ")");
+  if (numCases > numCases_) {  // activations and their gradients, on every device that holds a copy
+    std::vector<std::pair<const Layer*, int64_t>> needs;
+    for (auto& layer : layers_) {
+      int64_t buffers = 2 * int64_t(std::max<size_t>(layer->copies.size(), 1));
+      for (const LayerInput& in : layer->inputs)
+        if (in.isGathered()) buffers += 2;
+      needs.push_back({layer.get(), buffers * int64_t(sizeof(float)) * layer->outputs() *
+                                        (numCases / layer->replicaCount)});
+    }
+    checkFits(needs, devices_, "for minibatches of " + std::to_string(numCases));
+  }
   for (auto& layer : layers_) {
     const int cases = numCases / layer->replicaCount;  // this replica's share
     if (layer->outputs() > 0) {

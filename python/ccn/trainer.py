@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import _core, checkpoint, config, constraints, data, distributed, memory, weights
+from . import _core, checkpoint, config, constraints, data, distributed, weights
 from .weights import WEIGHT_TYPES
 
 
@@ -117,7 +117,6 @@ class Trainer:
             raise ValueError(f"--mini={op['mini']} must be a multiple of {self.multiple} (the MPI ranks times the "
                              "layers' data-parallel replicas), so that every minibatch splits evenly")
         self.devices = distributed.rank_devices(choose_devices(op["gpu"], self.layers), self.world)
-        memory.check(self.layers, self.devices, op["mini"])  # before anything is allocated
         self.net = _core.Net(self.layers, self.devices, op["seed"])
         self.net.set_shard(self.world.rank, self.world.size)
         self.sum_gradients = distributed.GradientSum(self.net, self.devices, self.world)
