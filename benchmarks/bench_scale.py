@@ -71,8 +71,7 @@ def worker(args):
             net.train_slice(0, args.batch)
             return
         net.fprop_slice(*distributed.shard(0, args.batch, world), True)
-        net.bprop()
-        sum_gradients()
+        sum_gradients.backward()
         net.update(args.batch)
 
     for _ in range(2):

@@ -168,3 +168,32 @@ def test_replica_errors(tmp_path):
     layers = load(tmp_path, {"conv1": [1, 1]})
     with pytest.raises(ValueError, match="twice"):
         _core.Net(layers, ["cpu"] * 2, 0)
+
+
+@pytest.mark.parametrize("layout", [None, "all-data", "data-model"])
+def test_gradients_can_be_taken_layer_by_layer_during_bprop(tmp_path, device, layout):
+    """start_bprop / wait_gradients / finish_bprop: each layer's weight gradients, read as
+    soon as wait_gradients returns (the backward pass still running below it), are the
+    final ones (replicas' sums included)."""
+    layers = load(tmp_path, LAYOUTS.get(layout))
+    devices = device_list(device, 4 if layout else 1)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3 * 9 * 9, 16)).astype(np.float32)
+    y = rng.integers(0, 10, (1, 16)).astype(np.float32)
+    whole, watched = build(layers, devices), build(layers, devices)
+    whole.fprop([x, y], True)
+    whole.bprop()
+    watched.fprop([x, y], True)
+    watched.start_bprop()
+    early = {}
+    for name in reversed(watched.weight_layer_names()):
+        watched.wait_gradients(name)
+        early[name] = watched.get_grads(name)
+    watched.finish_bprop()
+    for name, grads in early.items():
+        final = whole.get_grads(name)
+        for a, b in zip(grads["weights"], final["weights"]):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        np.testing.assert_array_equal(grads["biases"], final["biases"], err_msg=name)
+    with pytest.raises(ValueError, match="needs a bprop started"):
+        watched.wait_gradients("fc10")

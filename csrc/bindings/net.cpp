@@ -166,6 +166,12 @@ void bind_net(py::module_& m) {
         net.fprop(tensors, train);
       }, py::arg("data"), py::arg("train") = false)
       .def("bprop", &Net::bprop, py::call_guard<py::gil_scoped_release>())
+      .def("start_bprop", &Net::startBprop, py::call_guard<py::gil_scoped_release>(),
+           "Starts bprop and returns at once (see wait_gradients, finish_bprop).")
+      .def("wait_gradients", &Net::waitGradients, py::arg("name"), py::call_guard<py::gil_scoped_release>(),
+           "Returns when the layer's weight gradients of the running bprop are final.")
+      .def("finish_bprop", &Net::finishBprop, py::call_guard<py::gil_scoped_release>(),
+           "Waits for the bprop started by start_bprop; raises its error, if any.")
       .def("update", &Net::update, py::arg("num_cases"), py::call_guard<py::gil_scoped_release>())
       .def("train_step", [](Net& net, const py::list& data) {
         std::vector<Tensor> tensors = toDataTensors(data);

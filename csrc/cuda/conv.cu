@@ -15,7 +15,10 @@
 //     filterChannels * filterSize^2 inputs in chunks of 16, staging the image patch
 //     (chunk x images) and the weights (chunk x filters) in shared memory.
 //     Grid (modules * imageTiles, groups * filterTilesPerGroup).
-//   imgActs: 32 x 4 threads; a block computes one pixel, 32 * IPT images and 4 * CPT channels
+//   imgActs, conv with filterChannels <= 4 (a first layer): 32 x 8 threads; a block computes
+//     8 pixels of a row (a warp each), 32 * IPT images and all channels of a group, staging
+//     each module's hidActs once for the 8 pixels. Grid (rows * pixelTiles * imageTiles, groups).
+//   imgActs, otherwise: 32 x 4 threads; a block computes one pixel, 32 * IPT images and 4 * CPT channels
 //     of one group. It walks the modules that cover the pixel and, for each, the group's
 //     filters in chunks of 16, staging hidActs (filters x images) and the weights (filters x
 //     channels) in shared memory. Grid (pixels * imageTiles, groups * channelTilesPerGroup).
@@ -151,7 +154,11 @@ img_acts_kernel(const float* hidActs, const float* filters, float* targets, Conv
   constexpr int kImages = kIaThreadsX * IPT, kChannels = kIaThreadsY * CPT;
   constexpr int kThreadsPerBlock = kIaThreadsX * kIaThreadsY;
   __shared__ float grads[kIaChunk][kImages];
-  __shared__ float weights[kIaChunk][kChannels + 1];
+  // The weights are stored with lanes (f, c) = (lane % 16, c0 + lane / 16) at word
+  // f * pitch + c: a pitch of 2 * odd (6 or 18) puts the 32 lanes in 32 distinct banks.
+  constexpr int kWeightsPitch = kChannels + 2;
+  static_assert(kWeightsPitch % 4 == 2, "pitch must be 2 * odd");
+  __shared__ float weights[kIaChunk][kWeightsPitch];
 
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kIaThreadsX + tx;
   const int pixel = blockIdx.x / imageTiles, image0 = blockIdx.x % imageTiles * kImages;
@@ -216,6 +223,89 @@ img_acts_kernel(const float* hidActs, const float* filters, float* targets, Conv
     for (int i = 0; i < IPT; ++i) {
       int n = image0 + tx + i * kIaThreadsX;
       if (n < p.numImages) store_scaled(out[n], acc[j][i], sT, sO);
+    }
+  }
+}
+
+// imgActs for few channels per group (conv, filterChannels <= 4, filterSize <= 16: a first
+// layer). 32 x 8 threads; a block computes a run of 8 pixels of one image row (a warp each),
+// 32 * IPT images and all C channels of a group. The pixels share most of their modules, so
+// the block stages each module's hidActs (16 filters x images) once for all of them; the
+// weights of a module row (C x filterSize x 16 filters) are staged once per row and chunk and
+// read as broadcasts. Grid (imgSizeY * pixelTiles * imageTiles, groups). (Kernel lab version
+// 2: a third of version 1's modelled H100 time on AlexNet's conv1.)
+constexpr int kFewThreadsX = 32, kFewPixels = 8, kFewChunk = 16, kFewMaxFilterSize = 16;
+
+template <int IPT, int C>
+// (At least 2 resident blocks: up to 128 registers, so that no instantiation spills.)
+__global__ void __launch_bounds__(kFewThreadsX * kFewPixels, 2)
+img_acts_few_channels_kernel(const float* hidActs, const float* filters, float* targets, ConvParams p,
+                             int imageTiles, int pixelTiles, float sT, float sO) {
+  constexpr int kImages = kFewThreadsX * IPT, kThreadsPerBlock = kFewThreadsX * kFewPixels;
+  __shared__ float grads[kFewChunk][kImages];
+  // Rows c * filterSize + fx, dense, so that a warp's staging stores hit 32 distinct banks.
+  __shared__ float weights[C * kFewMaxFilterSize][kFewChunk];
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kFewThreadsX + tx;
+  const int image0 = blockIdx.x % imageTiles * kImages, tile = blockIdx.x / imageTiles;
+  const int y = tile / pixelTiles, x0 = tile % pixelTiles * kFewPixels, x = x0 + ty;
+  const int group = blockIdx.y, groupFilter0 = group * p.filtersPerGroup, modules = p.modulesY * p.modulesX;
+  const int xLast = min(p.imgSizeX - 1, x0 + kFewPixels - 1);
+  const int myFirst = max(0, ceil_div(y + p.padding - p.filterSize + 1, p.stride));
+  const int myLast = min(p.modulesY - 1, floor_div(y + p.padding, p.stride));
+  // Module columns of the block's pixels, and of this thread's pixel (none past the image).
+  const int mxFirst = max(0, ceil_div(x0 + p.padding - p.filterSize + 1, p.stride));
+  const int mxLast = min(p.modulesX - 1, floor_div(xLast + p.padding, p.stride));
+  const int mxMine0 = max(0, ceil_div(x + p.padding - p.filterSize + 1, p.stride));
+  const int mxMine1 = x < p.imgSizeX ? min(p.modulesX - 1, floor_div(x + p.padding, p.stride)) : -1;
+
+  float acc[C][IPT] = {};
+  for (int my = myFirst; my <= myLast; ++my) {
+    const int fy = y + p.padding - my * p.stride;
+    for (int f0 = 0; f0 < p.filtersPerGroup; f0 += kFewChunk) {
+      // Consecutive threads read consecutive filters of one filter row.
+      for (int e = tid; e < C * p.filterSize * kFewChunk; e += kThreadsPerBlock) {
+        int ff = e % kFewChunk, fx = e / kFewChunk % p.filterSize, c = e / (kFewChunk * p.filterSize);
+        weights[e / kFewChunk][ff] = f0 + ff < p.filtersPerGroup
+                                 ? filters[(int64_t(c) * p.filterPixels + fy * p.filterSize + fx) * p.numFilters +
+                                           groupFilter0 + f0 + ff]
+                                 : 0.f;
+      }
+      for (int mx = mxFirst; mx <= mxLast; ++mx) {
+        const int module = my * p.modulesX + mx;
+        for (int e = tid; e < kFewChunk * kImages; e += kThreadsPerBlock) {
+          int ff = e / kImages, nn = e % kImages, n = image0 + nn;
+          grads[ff][nn] = f0 + ff < p.filtersPerGroup && n < p.numImages
+                              ? hidActs[(int64_t(groupFilter0 + f0 + ff) * modules + module) * p.numImages + n]
+                              : 0.f;
+        }
+        __syncthreads();
+        if (mx >= mxMine0 && mx <= mxMine1) {  // uniform over the warp: one pixel
+          const int fx = x + p.padding - mx * p.stride;
+#pragma unroll
+          for (int ff = 0; ff < kFewChunk; ++ff) {
+            float g[IPT], w[C];
+#pragma unroll
+            for (int i = 0; i < IPT; ++i) g[i] = grads[ff][tx + i * kFewThreadsX];
+#pragma unroll
+            for (int c = 0; c < C; ++c) w[c] = weights[c * p.filterSize + fx][ff];
+#pragma unroll
+            for (int c = 0; c < C; ++c)
+#pragma unroll
+              for (int i = 0; i < IPT; ++i) acc[c][i] += w[c] * g[i];
+          }
+        }
+        __syncthreads();
+      }
+    }
+  }
+  if (x >= p.imgSizeX) return;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    float* out = targets + ((int64_t(group * C + c) * p.imgSizeY + y) * p.imgSizeX + x) * p.numImages;
+#pragma unroll
+    for (int i = 0; i < IPT; ++i) {
+      int n = image0 + tx + i * kFewThreadsX;
+      if (n < p.numImages) store_scaled(out[n], acc[c][i], sT, sO);
     }
   }
 }
@@ -354,6 +444,29 @@ void img_acts_for_images(int ipt, const Tensor& hidActs, const Tensor& filters, 
   else launch_img_acts<1, CPT>(hidActs, filters, targets, p, groups, sT, sO);
 }
 
+template <int IPT, int C>
+void launch_img_acts_few_channels(const Tensor& hidActs, const Tensor& filters, Tensor& targets, const ConvParams& p,
+                                  int groups, float sT, float sO) {
+  int imageTiles = ceil_div_host(p.numImages, kFewThreadsX * IPT);
+  int pixelTiles = ceil_div_host(p.imgSizeX, kFewPixels);
+  check_grid_yz(groups, "imgActs (groups)");
+  dim3 grid(unsigned(int64_t(p.imgSizeY) * pixelTiles * imageTiles), unsigned(groups));
+  img_acts_few_channels_kernel<IPT, C><<<grid, dim3(kFewThreadsX, kFewPixels), 0, stream()>>>(
+      hidActs.data(), filters.data(), targets.data(), p, imageTiles, pixelTiles, sT, sO);
+  CCN_CUDA_CHECK_LAUNCH("img_acts_few_channels_kernel");
+}
+
+template <int IPT>
+void img_acts_few_channels(const Tensor& hidActs, const Tensor& filters, Tensor& targets, const ConvParams& p,
+                           int groups, float sT, float sO) {
+  switch (p.filterChannels) {
+    case 1: launch_img_acts_few_channels<IPT, 1>(hidActs, filters, targets, p, groups, sT, sO); break;
+    case 2: launch_img_acts_few_channels<IPT, 2>(hidActs, filters, targets, p, groups, sT, sO); break;
+    case 3: launch_img_acts_few_channels<IPT, 3>(hidActs, filters, targets, p, groups, sT, sO); break;
+    default: launch_img_acts_few_channels<IPT, 4>(hidActs, filters, targets, p, groups, sT, sO); break;
+  }
+}
+
 // Thread blocks weightActs aims for, so that even a layer with few filter weights fills the GPU.
 constexpr int kWaTargetBlocks = 512;
 
@@ -398,7 +511,11 @@ void imgActs(const Tensor& hidActs, const Tensor& filters, Tensor& targets, cons
   ConvParams p = conv_params(g, static_cast<int>(targets.cols()));
   set_device(targets);
   int ipt = images_per_thread(p.numImages);
-  if (p.filterChannels > 4) img_acts_for_images<4>(ipt, hidActs, filters, targets, p, g.groups, scaleTargets, scaleOutput);
+  if (!p.local && p.filterChannels <= 4 && p.filterSize <= kFewMaxFilterSize) {
+    if (ipt == 4) img_acts_few_channels<4>(hidActs, filters, targets, p, g.groups, scaleTargets, scaleOutput);
+    else if (ipt == 2) img_acts_few_channels<2>(hidActs, filters, targets, p, g.groups, scaleTargets, scaleOutput);
+    else img_acts_few_channels<1>(hidActs, filters, targets, p, g.groups, scaleTargets, scaleOutput);
+  } else if (p.filterChannels > 4) img_acts_for_images<4>(ipt, hidActs, filters, targets, p, g.groups, scaleTargets, scaleOutput);
   else img_acts_for_images<1>(ipt, hidActs, filters, targets, p, g.groups, scaleTargets, scaleOutput);
 }
 

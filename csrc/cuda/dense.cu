@@ -3,7 +3,8 @@
 //   addBias:    targets (R, numel / R) += bias[r];  biasGrad: targets[r] = sum of row r of grads.
 //   add, mult, eltwiseMax, eltwiseMaxGrad, dropoutMask, momentumUpdate: element-wise.
 //   copyColumns: targets[:, t0 + j] = sT * targets[:, t0 + j] + src[:, s0 + j], j < count;  flagNonFinite: flags[index] = 1
-//     when some element of t is NaN or Inf (every finding thread stores the same 1).
+//     when some element of t is NaN or Inf (every finding thread stores 1 atomically: several
+//     blocks may find one, and plain stores from several blocks to one word are a race).
 // Layout: every tensor is its row-major matrix view (rows = all dims but the last).
 // Launch:
 //   gemm: 16x16 threads per block, each computing a 4x4 block of C, so a block owns a
@@ -33,13 +34,17 @@ constexpr int kGemmPerThread = kGemmTile / kGemmThreads;
 constexpr int kGemmTargetBlocks = 256;  // split K until about this many blocks run...
 constexpr int kGemmMinSplitK = 512;     // ...as long as each split keeps this much of K
 
-__global__ void __launch_bounds__(kGemmThreads * kGemmThreads)
+// Three resident blocks (at most 85 registers a thread): without the hint some ptxas versions
+// (13.5) settle on 64 registers and spill; with it every version fits without spilling.
+__global__ void __launch_bounds__(kGemmThreads * kGemmThreads, 3)
 gemm_kernel(const float* a, const float* b, float* c, float* partials, int M, int N, int K, int kPerSplit,
             bool transA, bool transB, float sT, float sO) {
-  // Column-major tiles of op(A) and op(B) along the inner dimension; the +1 keeps the
-  // transposing stores of the untransposed layouts free of bank conflicts.
-  __shared__ float tileA[kGemmChunk][kGemmTile + 1];
-  __shared__ float tileB[kGemmChunk][kGemmTile + 1];
+  // Column-major tiles of op(A) and op(B) along the inner dimension. A transposing store puts
+  // lanes (k, m) = (lane % 16, m0 + lane / 16) at word k * kGemmPitch + m: with a pitch of
+  // 2 * odd (66) the 32 lanes fall in 32 distinct banks (a pitch of 65 gives a 2-way conflict).
+  constexpr int kGemmPitch = kGemmTile + 2;
+  __shared__ float tileA[kGemmChunk][kGemmPitch];
+  __shared__ float tileB[kGemmChunk][kGemmPitch];
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kGemmThreads + tx;
   const int m0 = blockIdx.y * kGemmTile, n0 = blockIdx.x * kGemmTile;
   const int lda = transA ? M : K, ldb = transB ? K : N;
@@ -152,7 +157,7 @@ __global__ void copy_columns_kernel(const float* src, int64_t srcCols, float* ta
 
 __global__ void flag_non_finite_kernel(const float* x, int64_t n, float* flag) {
   CCN_GRID_STRIDE_LOOP(i, n) {
-    if (!(fabsf(x[i]) <= 3.402823466e+38f)) *flag = 1.f;  // false for NaN and +-Inf
+    if (!(fabsf(x[i]) <= 3.402823466e+38f)) atomicExch(flag, 1.f);  // false for NaN and +-Inf
   }
 }
 

@@ -766,10 +766,27 @@ void Net::fprop(const std::vector<Tensor>& data, bool train) {
 }
 
 void Net::bprop() {
+  startBprop();
+  finishBprop();
+}
+
+void Net::startBprop() {
   CCN_CHECK(haveFprop_, "bprop() needs an fprop() first");
   Pass pass;
   pass.steps = kBprop;
-  runPass(pass);
+  startPass(pass);
+}
+
+void Net::waitGradients(const std::string& name) {
+  const Layer& l = layer(name);  // replica 0: its weight gradients are the replicas' sum
+  CCN_CHECK(dynamic_cast<const WeightLayer*>(&l), "layer '", name, "' (", l.type(), ") has no weights");
+  std::unique_lock<std::mutex> lock(mutex_);
+  CCN_CHECK(passOpen_ && (pass_.steps & kBprop), "wait_gradients needs a bprop started with start_bprop");
+  layerCv_.wait(lock, [&] { return bpropDone_[l.index] == generation_ || aborted_; });
+}
+
+void Net::finishBprop() {
+  finishPass();
   haveBprop_ = true;
 }
 
@@ -792,17 +809,29 @@ void Net::trainStep(const std::vector<Tensor>& data) {
 }
 
 void Net::runPass(const Pass& pass) {
+  startPass(pass);
+  finishPass();
+}
+
+void Net::startPass(const Pass& pass) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  CCN_CHECK(running_ == 0 && !passOpen_, "a pass is already running (finish_bprop first)");
+  pass_ = pass;
+  ++generation_;
+  running_ = workers_.size();
+  aborted_ = false;
+  error_ = nullptr;
+  passOpen_ = true;
+  workCv_.notify_all();
+}
+
+void Net::finishPass() {
   std::exception_ptr error;
   {
     std::unique_lock<std::mutex> lock(mutex_);
-    pass_ = pass;
-    ++generation_;
-    running_ = workers_.size();
-    aborted_ = false;
-    error_ = nullptr;
-    workCv_.notify_all();
     doneCv_.wait(lock, [this] { return running_ == 0; });
     error = error_;
+    passOpen_ = false;
   }
   for (auto& layer : layers_) layer->dataSource = nullptr;  // the caller's arrays are not kept
   if (error) {
@@ -948,6 +977,9 @@ void Net::bpropOn(Worker& w, uint64_t generation) {
       // this worker has already passed, so waiting here cannot deadlock).
       auto* wl = dynamic_cast<WeightLayer*>(&layer);
       if (wl && layer.replicaCount > 1 && layer.replicaIndex == 0) reduceReplicaGrads(*wl, generation);
+      // A bprop on its own may be watched layer by layer (waitGradients): its gradients
+      // are complete when the layer is marked done.
+      if (wl && !(pass_.steps & kUpdate)) synchronize(w);
     }
     markDone(bpropDone_, layer.index, generation);
   }

@@ -39,6 +39,13 @@ class Net {
   void fprop(const std::vector<Tensor>& data, bool train);
   // Gradients of the objective for every weight (after an fprop).
   void bprop();
+  // The same in three steps, so that the caller can use each layer's weight gradients while
+  // the backward pass goes on (e.g. start summing them across processes): startBprop returns
+  // at once; waitGradients(layer) returns when that layer's weight gradients are final;
+  // finishBprop waits for the pass and reports its errors.
+  void startBprop();
+  void waitGradients(const std::string& layer);
+  void finishBprop();
   // inc = mom * inc + (eps / numCases) * grad - wc * eps * w;  w += inc (eps == 0: skipped).
   void update(int numCases);
   // fprop(train) + bprop + update(numCases of the data) in one pass of the workers.
@@ -125,6 +132,8 @@ class Net {
   void prepareCases(int numCases, bool train);
   void resize(int numCases);
   void runPass(const Pass& pass);
+  void startPass(const Pass& pass);
+  void finishPass();
 
   // on the workers
   void workerLoop(Worker& w);
@@ -162,6 +171,7 @@ class Net {
   Pass pass_;
   uint64_t generation_ = 0;
   size_t running_ = 0;
+  bool passOpen_ = false;
   bool stopping_ = false, aborted_ = false;
   std::exception_ptr error_;
   std::vector<uint64_t> fpropDone_, bpropDone_;  // per layer: generation of its last completion

@@ -3,9 +3,10 @@
 Every rank builds the same net from the same files and seed, walks the same data batches,
 and takes its shard of every minibatch: with --mini=M each of the N ranks trains on M / N
 cases per step, so N ranks see per step exactly the images one process sees with --mini=M.
-After each backward pass the weight gradients are summed over the ranks and every rank
-applies the same update, so the replicas stay identical: gradients on the CPU with MPI
-all-reduce (non-blocking, all layers at once after the backward pass), gradients on GPUs in
+During each backward pass the weight gradients are summed over the ranks, each layer's as
+soon as they are final while the backward pass goes on below it, and every rank applies
+the same update, so the replicas stay identical: gradients on the CPU with MPI all-reduce,
+gradients on GPUs in
 place with NCCL when the engine has it (one communicator per device; the unique id goes
 from rank 0 to the others over MPI), else through host copies and MPI. Under MPI each rank
 takes the next block of GPUs: with --gpu=0,1 the rank of local index L uses 2L and 2L+1. Random numbers (dropout) are
@@ -162,20 +163,29 @@ class GradientSum:
                 unique_id = world.bcast(_core.nccl_unique_id() if world.rank == 0 else None)
                 self.communicators[gpus[gpu]] = _core.NcclCommunicator(unique_id, world.rank, world.size, gpus[gpu])
 
-    def __call__(self):
+    def backward(self):
+        """The net's backward pass with its weight gradients summed over the ranks: each
+        layer's sum starts as soon as its gradients are final, while the backward pass goes
+        on below it; layers are taken in reverse layer order (the same on every rank)."""
         if self.world.size == 1:
+            self.net.bprop()
             return
+        self.net.start_bprop()
+        try:
+            for name in reversed(self.names):
+                self.net.wait_gradients(name)
+                self._sum_layer(name)
+        finally:
+            self.net.finish_bprop()
+
+    def _sum_layer(self, name):
         if self.use_nccl:
-            for name in self.names:
-                for tensor in self.net.grad_tensors(name):
-                    if tensor.device.startswith("cuda:"):
-                        self.communicators[int(tensor.device[5:])].all_reduce(tensor)
-                    else:
-                        summed = self.world.allreduce(tensor.numpy())
-                        tensor.copy_from(summed)
+            for tensor in self.net.grad_tensors(name):
+                if tensor.device.startswith("cuda:"):
+                    self.communicators[int(tensor.device[5:])].all_reduce(tensor)
+                else:
+                    tensor.copy_from(self.world.allreduce(tensor.numpy()))
             return
-        grads = [self.net.get_grads(name) for name in self.names]
-        self.world.allreduce_into([g for layer in grads for g in layer["weights"]] +
-                                  [layer["biases"] for layer in grads])
-        for name, g in zip(self.names, grads):
-            self.net.set_grads(name, g)
+        grads = self.net.get_grads(name)
+        self.world.allreduce_into(grads["weights"] + [grads["biases"]])
+        self.net.set_grads(name, grads)

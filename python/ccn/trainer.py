@@ -264,8 +264,7 @@ class Trainer:
                 costs = self.net.train_slice(s, e)
             else:
                 self.net.fprop_slice(*distributed.shard(s, e, self.world), True)
-                self.net.bprop()
-                self.sum_gradients()
+                self.sum_gradients.backward()
                 self.net.update(e - s)
                 costs = self._summed_costs()
             constraints.apply(self.net, self.constrained)

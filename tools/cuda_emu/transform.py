@@ -1,12 +1,16 @@
 """Rewrites a .cu file into C++ for the CUDA emulator (see build.sh):
-kernel<<<grid, block, smem, stream>>>(args); becomes
-emu::launch(dim3(grid), dim3(block), smem, [&] { kernel(args); }, "kernel");
+  kernel<A, B><<<grid, block, smem, stream>>>(args);  becomes
+  emu::launch(dim3(grid), dim3(block), smem, [&] { kernel<A, B>(args); }, emu::kernel_name("kernel", {A, B}));
+  __shared__ T name[N][M];  becomes
+  static const char emu_tag_name = 0; auto& name = emu::shared<T[N][M]>(&emu_tag_name, "name");
+(the block's shared memory then lives in the emulator's watched buffer). Any other form of
+__shared__ is left as is and fails to compile, so nothing escapes the checker.
 Usage: python transform.py file.cu > file.cpp"""
 import re
 import sys
 
-src = open(sys.argv[1]).read()
-launch = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;()]*(?:<[^<>;()]*>[^<>;()]*)*>)?)\s*<<<(.*?)>>>\s*\((.*?)\);", re.S)
+launch = re.compile(r"([A-Za-z_][\w:]*)(<[^<>;()]*(?:<[^<>;()]*>[^<>;()]*)*>)?\s*<<<(.*?)>>>\s*\((.*?)\);", re.S)
+shared = re.compile(r"__shared__\s+([A-Za-z_][\w:]*)\s+([A-Za-z_]\w*)((?:\s*\[[^\]]+\])+)\s*;")
 
 
 def split_top(s):
@@ -25,11 +29,24 @@ def split_top(s):
     return [p.strip() for p in parts]
 
 
-def repl(m):
-    kernel, cfg, args = m.group(1), split_top(m.group(2)), m.group(3)
+def repl_launch(m):
+    name, targs, cfg, args = m.group(1), m.group(2) or "", split_top(m.group(3)), m.group(4)
     grid, block = cfg[0], cfg[1]
     smem = cfg[2] if len(cfg) > 2 else "0"
-    return f'emu::launch(dim3({grid}), dim3({block}), {smem}, [&] {{ {kernel}({args}); }}, "{kernel}");'
+    values = ", ".join(f"(long long)({a})" for a in split_top(targs[1:-1])) if targs else ""
+    return (f"emu::launch(dim3({grid}), dim3({block}), {smem}, [&] {{ {name}{targs}({args}); }}, "
+            f'emu::kernel_name("{name}", {{{values}}}));')
 
 
-sys.stdout.write(launch.sub(repl, src))
+def repl_shared(m):
+    type_, name, dims = m.group(1), m.group(2), re.sub(r"\s+", "", m.group(3))
+    return (f"static const char emu_tag_{name} = 0; "
+            f'auto& {name} = emu::shared<{type_}{dims}>(&emu_tag_{name}, "{name}");')
+
+
+def transform(src):
+    return shared.sub(repl_shared, launch.sub(repl_launch, src))
+
+
+if __name__ == "__main__":
+    sys.stdout.write(transform(open(sys.argv[1]).read()))
