@@ -139,15 +139,16 @@ def test_alexnet_two_towers():
                          IMAGENET_DIMS)
     net = by_name(layers)
     for tower, gpu in (("a", 0), ("b", 1)):
-        for name in ("conv1", "rnorm1", "pool1", "conv2", "pool2", "concat3", "conv3", "conv5", "fc6", "fc7"):
+        for name in ("conv1", "rnorm1", "pool1", "conv2", "pool2", "conv3", "conv5", "fc6", "fc7"):
             assert net[name + tower]["gpu"] == gpu, name + tower
         assert net[f"conv1{tower}_neuron"]["gpu"] == gpu
         assert net[f"conv1{tower}"]["modulesX"] == 55 and net[f"pool1{tower}"]["outputsX"] == 27
-        # the crossing: both towers' pool2 (128 maps of 13x13 each) concatenated, read as 256 maps
-        assert net[f"concat3{tower}"]["inputs"] == ["pool2a", "pool2b"]
-        assert net[f"concat3{tower}"]["outputs"] == 2 * 128 * 13 * 13
+        # the crossing: conv3 reads both towers' pool2 (128 maps of 13x13 each), one matrix per input
         conv3 = net[f"conv3{tower}"]
-        assert (conv3["channels"], conv3["imgSizeY"], conv3["imgSizeX"], conv3["filters"]) == (256, 13, 13, 192)
+        assert conv3["inputs"] == ["pool2a", "pool2b"]
+        assert (conv3["channels"], conv3["imgSizeY"], conv3["imgSizeX"], conv3["filters"]) == ([128] * 2, [13] * 2,
+                                                                                              [13] * 2, 192)
+        assert conv3["filterChannels"] == [128, 128] and conv3["filterSize"] == [3, 3]
         assert net[f"fc6{tower}"]["inputs"] == ["pool3a", "pool3b"]
         assert engine_shapes(layers, f"fc6{tower}")[0] == [(128 * 36, 2048)] * 2
         assert len(net[f"fc7{tower}"]["epsW"]) == 2
@@ -518,9 +519,7 @@ def test_resume_rereads_params(tmp_path):
         load_layer_params(str(bad), layers)
     assert (err.value.path, err.value.section, err.value.key) == (str(bad), "conv1", "epsW")
     bad.write_text(new_params.read_text() + "[ghost]\nkeep=1\n")
-    with pytest.raises(ConfigError) as err:
-        load_layer_params(str(bad), layers)
-    assert (err.value.path, err.value.section) == (str(bad), "ghost")
+    load_layer_params(str(bad), layers)  # a section for an absent layer is a warning (test_compat)
 
 
 def test_missing_file_and_bad_data_dims(tmp_path):
@@ -567,7 +566,6 @@ MALFORMED = [
     ("bad input name", lambda d: upd(d, "pool1", inputs="conv9"), None, D, "pool1", "inputs", "no layer named"),
     ("malformed input list", lambda d: upd(d, "fc10", inputs="rnorm1,,pool1"), None, D, "fc10", "inputs",
      "not a layer name"),
-    ("input listed twice", lambda d: upd(d, "fc10", inputs="rnorm1,rnorm1"), None, D, "fc10", "inputs", "twice"),
     ("input is a cost", lambda d: upd(d, "extra", type="fc", inputs="logprob", outputs="2"), None, D, "extra",
      "inputs", "cost layer"),
     ("cycle", lambda d: (upd(d, "pool1", inputs="rnorm1"), upd(d, "rnorm1", inputs="pool1"),
@@ -579,11 +577,6 @@ MALFORMED = [
      "filterSize", "larger than the padded image"),
     ("groups not dividing channels", lambda d: upd(d, "conv1", groups="2"), None, D, "conv1", "groups",
      "does not divide"),
-    ("groups not dividing filters", lambda d: upd(d, "conv1", groups="3", filters="16"), None, D, "conv1",
-     "groups", "does not divide"),
-    ("conv with two inputs", lambda d: upd(d, "conv1", inputs="data,data2") or upd(d, "data2", type="data",
-                                                                                    dataIdx="0"),
-     None, D, "conv1", "inputs", "concat"),
     ("softmax with two inputs", lambda d: upd(d, "probs", inputs="fc10,rnorm1"), None, D, "probs", "inputs",
      "exactly 1"),
     ("logreg labels not first", lambda d: upd(d, "logprob", inputs="probs,labels"), None, D, "logprob", "inputs",
@@ -618,11 +611,7 @@ MALFORMED = [
      "weightSource", "layer[index]"),
     ("learning key in definition", lambda d: upd(d, "conv1", epsW="0.1"), None, D, "conv1", "epsW",
      "layer-params file"),
-    ("duplicate key", lambda d: upd(d, "conv1", filters=["16", "32"]), None, D, "conv1", "filters", "twice"),
-    ("duplicate key differing in case", lambda d: upd(d, "conv1", filtersize="5"), None, D, "conv1",
-     "filtersize", "twice"),
     # layer-params file
-    ("params section without layer", None, add_params("conv7", epsW="0.1"), P, "conv7", None, "no layer"),
     ("missing learning section", None, lambda p: p.pop("conv1"), P, "conv1", "epsW", "no section"),
     ("missing momB", None, add_params("fc10", momB=None), P, "fc10", "momB", "missing"),
     ("bad schedule arity", None, add_params("fc10", epsW="exp[0.01]"), P, "fc10", "epsW", "tgtFactor"),
@@ -667,10 +656,10 @@ def test_ini_syntax_errors(tmp_path):
     Path(def_path).write_text("type=data\n[data]\ndataIdx=0\n")
     with pytest.raises(ConfigError, match="layers.cfg"):
         load_layers(def_path, params_path, SMALL_DIMS)
-    Path(def_path).write_text(render(SMALL_DEF) + "\n[conv1]\ntype=conv\n")
+    Path(def_path).write_text(render(SMALL_DEF) + "\n[conv1]\ntype=nosuch\n")  # merged: the later type wins
     with pytest.raises(ConfigError) as err:
         load_layers(def_path, params_path, SMALL_DIMS)
-    assert err.value.section == "conv1" and "twice" in str(err.value)
+    assert err.value.section == "conv1" and "nosuch" in str(err.value)
     Path(def_path).write_text("# only a comment\n")
     with pytest.raises(ConfigError, match="no layers"):
         load_layers(def_path, params_path, SMALL_DIMS)

@@ -604,15 +604,18 @@ def test_providers_declare_their_options():
     from ccn import options
     from ccn.data import provider_options, provider_params
     declared = provider_options()
-    assert declared["inner_size"][1] == ["cifar-cropped", "image", "images"]
+    assert declared["inner_size"][1] == ["cifar-cropped", "dummy", "image", "images"]
     given, _ = options.parse(["--inner-size=20", "--color-noise=0.5"])
     op = options.merge(given)
     assert op["crop_border"] == 4 and op["inner_size"] == 20
-    assert provider_params("cifar-cropped", op, test=False) == dict(crop_border=4, inner_size=20, color_noise=0.5)
-    assert provider_params("cifar-cropped", op, test=True) == dict(crop_border=4, inner_size=20)
-    assert provider_params("fashion-mnist", op, test=False) == {}
+    assert provider_params("cifar-cropped", op, test=False) == dict(crop_border=4, inner_size=20, color_noise=0.5,
+                                                                   scalar_mean=-1.0)
+    assert provider_params("cifar-cropped", op, test=True) == dict(crop_border=4, inner_size=20, scalar_mean=-1.0)
+    with pytest.raises(ValueError, match="--inner-size: the fashion-mnist provider does not take it"):
+        provider_params("fashion-mnist", op, test=False)  # refused, never ignored
+    assert provider_params("fashion-mnist", options.merge({}), test=False) == {}
     usage = options.build_parser().format_help()
-    assert "--crop-border" in usage and "cifar-cropped: size of the square crops" in usage
+    assert "--crop-border" in usage and "cifar-cropped, dummy: size of the square crops" in " ".join(usage.split())
     # providers sharing an option explain it each in their own words
     assert "image, images: std of AlexNet's PCA colour-noise" in " ".join(usage.split())
     assert provider_params("image", op, test=True) == dict(inner_size=20, scalar_mean=-1.0, decode_workers=-1)

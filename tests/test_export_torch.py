@@ -1,7 +1,7 @@
 """python -m ccn.export --layout=torch and ccn.export.to_torch: a small net with every
 translated kind of layer (strided padded conv whose last module hangs over the image, local
 with untied biases, max and avg pooling, cross-map and spatial normalisation, tanh, dropout,
-a two-input fc, eltsum, concat, softmax) is trained, exported and rebuilt in torch, whose
+hs, href, pass, a two-input fc, eltsum, concat, softmax) is trained, exported and rebuilt in torch, whose
 test-set probabilities must match ccn's to 1e-5."""
 import json
 import os
@@ -57,10 +57,19 @@ stride=2
 initW=0.05
 neuron=tanh[1.5,0.7]
 
+[flip]
+type=href
+inputs=pool1
+channels=8
+
+[mix]
+type=pass
+inputs=flip,pool1
+
 [apool]
 type=pool
 pool=avg
-inputs=pool1
+inputs=mix
 sizeX=3
 stride=3
 start=-1
@@ -91,9 +100,13 @@ coeffs=1,0.5
 type=dropout
 inputs=both
 
+[drop2]
+type=hs
+inputs=drop
+
 [cat]
 type=concat
-inputs=drop,fcb
+inputs=drop2,fcb
 
 [fc10]
 type=fc
@@ -112,7 +125,7 @@ inputs=labels,probs
 
 LEARN = "epsW=0.001\nepsB=0.002\nmomW=0.9\nmomB=0.9\nwc=0\n"
 PARAMS = "".join(f"[{name}]\n{LEARN}\n" for name in ("conv1", "local2", "fca", "fcb", "fc10")) + \
-    "[rnorm1]\nscale=0.01\npow=0.75\n\n[snorm]\nscale=0.02\npow=0.5\n\n[drop]\nkeep=0.8\n"
+    "[rnorm1]\nscale=0.01\npow=0.75\n\n[snorm]\nscale=0.02\npow=0.5\n\n[drop]\nkeep=0.8\n\n[drop2]\nkeep=0.9\n"
 
 
 @pytest.fixture(scope="module")

@@ -277,6 +277,7 @@ CONV_MIDDLES = {
     "local": lambda c: [conv("local2", c, filters=2, size=3, padding=1, stride=2, type="local")],
     "pool_max": lambda c: [pool("pool", c, "max", size=3, stride=2)],
     "pool_avg": lambda c: [pool("pool", c, "avg", size=3, stride=2, start=-1)],
+    "pool_sum": lambda c: [dict(pool("pool", c, "avg", size=3, stride=2, start=-1), sum=True)],
     "pool_maxabs": lambda c: [pool("pool", c, "maxabs", size=2, stride=2)],
     "cmpool": lambda c: [cmpool("cmpool", c, size=2, stride=1, outputs=3)],
     "rnorm": lambda c: [norm("rnorm", c, "rnorm", size=3)],
@@ -301,6 +302,11 @@ def _concat(f1):
     return [a, b, concat("cat", [a, f1, b])]
 
 
+def _pass(f1):
+    a = neuron("a", f1, "tanh[1.0,1.0]")
+    return [a, dict(concat("pass", [a, f1, a]), type="pass")]  # a listed twice: its gradients add
+
+
 FLAT_MIDDLES = {
     "fc": lambda f1: [neuron("tanh", f1, "tanh[1.7159,0.6666]")],
     "neuron_relu": lambda f1: [neuron("relu", f1, "relu")],
@@ -310,7 +316,34 @@ FLAT_MIDDLES = {
     "eltmax": _eltmax,
     "concat": _concat,
     "dropout": lambda f1: [simple("drop", "dropout", f1, keep=0.6)],
+    "dropout2": lambda f1: [simple("drop", "dropout2", f1, keep=0.6)],
+    "dropout2_disabled": lambda f1: [simple("drop", "dropout2", f1, keep=0.6, enable=False)],
+    "pass": lambda f1: _pass(f1),
+    "hs": lambda f1: [simple("hs", "hs", f1, keep=0.7, enable=True)],
 }
+
+
+def test_dropout2_against_dropout_and_numpy(rng):
+    """dropout2 = dropout's draws without the 1/keep scaling in training; keep * x at test
+    time; enable=False: keep * x in training too. dropout with enable=False is the identity."""
+    keep, x = 0.6, rng.uniform(-1, 1, (6, N)).astype(np.float32)
+
+    def acts(kind, train, **kw):
+        d = data("data", 0, rows=6)
+        drop = simple("drop", kind, d, keep=keep, **kw)
+        net = _core.Net([d, drop, cost("c", "cost.sum2", [drop])], ["cpu"], 5)
+        net.rng_counter = 99
+        net.fprop([x], train)
+        return net.get_acts("drop").astype(np.float64)
+
+    inverted = acts("dropout", True)
+    kept = inverted != 0
+    assert 0.3 < kept.mean() < 0.9
+    np.testing.assert_allclose(inverted[kept], x[kept] / keep, rtol=1e-6)
+    np.testing.assert_allclose(acts("dropout2", True), np.where(kept, x, 0.0), rtol=1e-6)
+    np.testing.assert_allclose(acts("dropout2", False), keep * x, rtol=1e-6)
+    np.testing.assert_allclose(acts("dropout2", True, enable=False), keep * x, rtol=1e-6)
+    np.testing.assert_allclose(acts("dropout", True, enable=False), x, rtol=1e-6)
 
 
 @pytest.mark.parametrize("case", sorted(CONV_MIDDLES))
@@ -581,8 +614,12 @@ def test_errors_name_the_layer_and_key(rng):
     with pytest.raises(ValueError, match="layer 'conv1': key 'stride': must be an int, got str"):
         make_net(broken, ["cpu"], 0)
     broken = [dict(l) for l in layers]
-    broken[2]["inputs"] = ["data", "labels"]
-    with pytest.raises(ValueError, match="layer 'conv1' \\(conv\\): takes exactly 1 input, got 2"):
+    broken[3]["inputs"] = ["conv1", "labels"]
+    with pytest.raises(ValueError, match="layer 'pool' \\(pool\\): takes exactly 1 input, got 2"):
+        make_net(broken, ["cpu"], 0)
+    broken = [dict(l) for l in layers]
+    broken[2].update(inputs=["data", "labels"], epsW=broken[2]["epsW"] * 2, momW=[0.9] * 2, wc=[0.0] * 2)
+    with pytest.raises(ValueError, match="layer 'conv1' \\(conv\\): input 'labels' has 1 outputs but channels \\* imgSizeY"):
         make_net(broken, ["cpu"], 0)
     broken = [dict(l) for l in layers]
     broken[3]["type"] = "poool"
@@ -643,3 +680,211 @@ def test_data_errors_name_the_data_index(rng):
         net.get_acts("x")
     with pytest.raises(ValueError, match="epsW"):
         net.set_learning_params("fc", [0.1, 0.1], 0.1, [0.9], 0.9, [0.0])
+
+
+# ---- conv and local with several inputs (cuda-convnet's form) ------------------------------------
+
+def multi_conv(name, srcs, filters, sizes, paddings, strides, groups, type="conv"):
+    """A conv/local layer over several inputs: per-input lists, one filters count, one bias."""
+    geo = [geometry(s) for s in srcs]
+    my = 1 + math.ceil((2 * paddings[0] + geo[0][1] - sizes[0]) / strides[0])
+    mx = 1 + math.ceil((2 * paddings[0] + geo[0][2] - sizes[0]) / strides[0])
+    layer = dict(name=name, type=type, inputs=[s["name"] for s in srcs], channels=[g[0] for g in geo],
+                 imgSizeY=[g[1] for g in geo], imgSizeX=[g[2] for g in geo], filters=filters, filterSize=sizes,
+                 padding=paddings, stride=strides, groups=groups,
+                 filterChannels=[g[0] // k for g, k in zip(geo, groups)], modulesY=my, modulesX=mx, partialSum=0,
+                 initW=[0.3] * len(srcs), initB=0.05, **learning(len(srcs)))
+    if type == "conv":
+        layer["sharedBiases"] = True
+    return spatial(layer, filters, my, mx)
+
+
+def two_input_net(rng, type="conv"):
+    a, b, lab = data("a", 0, chw=(2, 6, 6)), data("b", 2, chw=(4, 8, 8)), data("labels", 1, rows=1)
+    # a: 3x3 pad 1 stride 1 -> 6x6; b: 3x3 pad 0 stride 1 -> 6x6, in 2 groups
+    c = multi_conv("conv", [a, b], filters=4, sizes=[3, 3], paddings=[1, 0], strides=[1, 1], groups=[1, 2], type=type)
+    t = neuron("t", c, "tanh[1.0,1.0]")
+    f = fc("fc", t, 3)
+    sm = simple("probs", "softmax", f)
+    layers = [a, lab, b, c, t, f, sm, logreg("logprob", lab, sm)]
+    return layers, [images(rng, (2, 6, 6)), labels(rng, 3), images(rng, (4, 8, 8))]
+
+
+@pytest.mark.parametrize("type", ["conv", "local"])
+def test_multi_input_conv_is_the_sum_of_single_input_convs(rng, type):
+    layers, batch = two_input_net(rng, type)
+    net = _core.Net(layers, ["cpu"], 3)
+    net.fprop(batch, False)
+    both = net.get_acts("conv").astype(np.float64).reshape(-1, N)
+    params = net.get_params("conv")
+    singles = []
+    for i, src in enumerate(["a", "b"]):
+        c = layers[3]
+        single = dict(c, inputs=[src], **{k: c[k][i] for k in ("channels", "imgSizeY", "imgSizeX", "filterSize",
+                                                                "padding", "stride", "groups", "filterChannels")},
+                      initW=0.3, **learning(1))
+        d = dict(next(l for l in layers if l["name"] == src), dataIdx=0)
+        lone = _core.Net([d, single, cost("c", "cost.sum2", [single])], ["cpu"], 3)
+        lone.set_params("conv", {"weights": [params["weights"][i]], "biases": np.zeros_like(params["biases"])})
+        lone.fprop([batch[0] if src == "a" else batch[2]], False)
+        singles.append(lone.get_acts("conv").astype(np.float64).reshape(-1, N))
+    bias = params["biases"].astype(np.float64).reshape(-1, 1)
+    per_row = np.repeat(bias, layers[3]["modulesY"] * layers[3]["modulesX"], axis=0) if type == "conv" else bias
+    np.testing.assert_allclose(both, singles[0] + singles[1] + per_row, rtol=1e-5, atol=1e-5)
+    assert np.abs(singles[0]).max() > 0.1 and np.abs(singles[1]).max() > 0.1
+
+
+@pytest.mark.parametrize("type", ["conv", "local"])
+def test_gradients_multi_input_conv(rng, type):
+    layers, batch = two_input_net(rng, type)
+    assert check_gradients(layers, batch) == 5  # conv: 2 weight matrices + bias; fc: weights + bias
+
+
+# ---- sparse filter-channel connectivity (randSparse) ----------------------------------------
+
+def sparse_net(rng, conns, type="conv"):
+    """data -> conv1 (dense) -> sparse conv2 over conv1's 4 maps, 2 groups of 2 channels each
+    drawn by conns -> fc -> softmax -> logreg."""
+    d, lab = data("data", 0, chw=(2, 5, 5)), data("labels", 1, rows=1)
+    c1 = conv("conv1", d, filters=4, size=3, padding=1)
+    c2 = conv("conv2", c1, filters=4, size=3, padding=1, groups=2, type=type)
+    c2.update(filterChannels=len(conns) // 2, filterConns=[conns])
+    f = fc("fc", c2, 3)
+    sm = simple("probs", "softmax", f)
+    return [d, lab, c1, c2, f, sm, logreg("logprob", lab, sm)], [images(rng, (2, 5, 5)), labels(rng, 3)]
+
+
+@pytest.mark.parametrize("type", ["conv", "local"])
+def test_sparse_conv_equals_dense_conv_on_the_gathered_channels(rng, type):
+    conns = [3, 1, 0, 2, 2, 3, 1, 0]  # two permutations of the 4 channels: 2 groups of 4 channels
+    layers, batch = sparse_net(rng, conns, type)
+    net = make_net(layers, ["cpu"], 3)
+    net.fprop(batch, False)
+    x = net.get_acts("conv1").astype(np.float64)  # (4, 5, 5, N)
+    sparse_out = net.get_acts("conv2").astype(np.float64)
+    params = net.get_params("conv2")
+    # independent path: the gathered image in NumPy, through a dense grouped conv
+    gathered = x[conns].astype(np.float32)
+    g = data("g", 0, chw=(8, 5, 5))
+    dense = conv("conv2", g, filters=4, size=3, padding=1, groups=2, type=type)
+    lone = make_net([g, dense, cost("c", "cost.sum2", [dense])], ["cpu"], 3)
+    lone.set_params("conv2", {"weights": params["weights"], "biases": params["biases"]})
+    lone.fprop([gathered.reshape(8 * 25, N)], False)
+    np.testing.assert_allclose(sparse_out, lone.get_acts("conv2"), rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_sparse_conv(rng):
+    # conv1's weight gradients pass through the scatter of conv2's input gradient
+    layers, batch = sparse_net(rng, [3, 1, 0, 2, 2, 3, 1, 0])
+    assert check_gradients(layers, batch) == 6
+
+
+# ---- image layers of the 2012 release: href, blur, nailbed --------------------------------------
+
+def _image_layer(name, src, type, **kw):
+    c, h, w = geometry(src)
+    layer = dict(name=name, type=type, inputs=[src["name"]], channels=c, imgSizeY=h, imgSizeX=w, **kw)
+    if type == "nailbed":
+        oy, ox = -(-h // kw["stride"]), -(-w // kw["stride"])
+        return spatial(layer, c, oy, ox)
+    return spatial(layer, c, h, w)
+
+
+def _blur_taps(size, stdev):
+    taps = np.exp(-((size // 2 - np.arange(size)) ** 2) / (2 * stdev ** 2))
+    return list(taps / taps.sum())
+
+
+IMAGE_LAYERS = {
+    "href": dict(),
+    "blur": dict(filterSize=3, stdev=0.8, filter=_blur_taps(3, 0.8)),
+    "nailbed": dict(stride=2, start=0, outputsY=3, outputsX=3),
+}
+
+
+def _np_image_layer(type, x, **kw):
+    """float64 NumPy reference on images (C, H, W, N)."""
+    if type == "href":
+        return x[:, :, ::-1, :]
+    if type == "nailbed":
+        s, st = kw["start"], kw["stride"]
+        return x[:, s::st, s::st, :]
+    taps = np.asarray(kw["filter"])
+    r = len(taps) // 2
+    pad = np.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    h, w = x.shape[1:3]
+    rows = sum(taps[k] * pad[:, :, k:k + w, :] for k in range(len(taps)))[:, r:r + h]  # along x
+    rows = np.pad(rows, ((0, 0), (r, r), (0, 0), (0, 0)))
+    return sum(taps[k] * rows[:, k:k + h, :, :] for k in range(len(taps)))  # then along y
+
+
+@pytest.mark.parametrize("type", sorted(IMAGE_LAYERS))
+def test_image_layers_match_numpy(rng, type):
+    d = data("data", 0, chw=(3, 5, 5))
+    layer = _image_layer("img", d, type, **IMAGE_LAYERS[type])
+    net = make_net([d, layer, cost("c", "cost.sum2", [layer])], ["cpu"], 0)
+    x = images(rng, (3, 5, 5))
+    net.fprop([x], False)
+    expected = _np_image_layer(type, x.astype(np.float64).reshape(3, 5, 5, N), **IMAGE_LAYERS[type])
+    np.testing.assert_allclose(net.get_acts("img"), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("type", sorted(IMAGE_LAYERS))
+def test_gradients_image_layers(rng, type):
+    # conv1's gradients pass back through the layer (after it, a conv reads its output)
+    kw = IMAGE_LAYERS[type]
+    d, lab = data("data", 0, chw=(2, 5, 5)), data("labels", 1, rows=1)
+    c1 = conv("conv1", d, filters=3, size=3, padding=1)
+    img = _image_layer("img", c1, type, **kw)
+    f = fc("fc", img, 3)
+    sm = simple("probs", "softmax", f)
+    layers = [d, lab, c1, img, f, sm, logreg("logprob", lab, sm)]
+    assert check_gradients(layers, [images(rng, (2, 5, 5)), labels(rng, 3)]) == 4
+
+
+# ---- element-wise costs of the 2012 release: cost.crossent2, cost.rflickr ------------------------
+
+def _element_cost_net(rng, kind):
+    d, t = data("data", 0, rows=5), data("targets", 1, rows=4)
+    f = fc("fc", d, 4)
+    y = neuron("y", f, "logistic")
+    layers = [d, t, f, y, cost("cost", kind, [t, y], coeff=0.7)]
+    targets = (rng.random((4, N)) < 0.5).astype(np.float32)
+    return layers, [images(rng, (5,)), targets]
+
+
+def _np_element_cost(kind, t, y):
+    if kind == "cost.crossent2":
+        return -np.sum(t * np.log(y) + (1 - t) * np.log(1 - y))
+    return np.sum(np.log1p((y - t) ** 2))
+
+
+@pytest.mark.parametrize("kind", ["cost.crossent2", "cost.rflickr"])
+def test_element_costs_match_numpy(rng, kind):
+    layers, batch = _element_cost_net(rng, kind)
+    net = make_net(layers, ["cpu"], 0)
+    net.fprop(batch, False)
+    y = net.get_acts("y").astype(np.float64)
+    assert net.costs()["cost"][0] == pytest.approx(_np_element_cost(kind, batch[1].astype(np.float64), y), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["cost.crossent2", "cost.rflickr"])
+def test_gradients_element_costs(rng, kind):
+    layers, batch = _element_cost_net(rng, kind)
+    assert check_gradients(layers, batch) == 2
+
+
+def test_sum_pooling_matches_numpy(rng):
+    """avg pooling with sum=True (cuda-convnet2): each window's sum over its in-image pixels."""
+    d = data("data", 0, chw=(2, 6, 5))
+    p = dict(pool("pool", d, "avg", size=3, stride=2, start=-1), sum=True)
+    net = make_net([d, p, cost("c", "cost.sum2", [p])], ["cpu"], 0)
+    x = images(rng, (2, 6, 5))
+    net.fprop([x], False)
+    img = x.astype(np.float64).reshape(2, 6, 5, N)
+    expected = np.zeros((2, p["outputsY"], p["outputsX"], N))
+    for oy in range(p["outputsY"]):
+        for ox in range(p["outputsX"]):
+            y0, x0 = max(-1 + 2 * oy, 0), max(-1 + 2 * ox, 0)
+            expected[:, oy, ox] = img[:, y0:-1 + 2 * oy + 3, x0:-1 + 2 * ox + 3].sum(axis=(1, 2))
+    np.testing.assert_allclose(net.get_acts("pool"), expected, rtol=1e-5, atol=1e-5)

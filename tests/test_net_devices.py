@@ -230,3 +230,193 @@ def test_non_finite_names_the_first_activations(tmp_path, device):
     x = np.random.default_rng(0).standard_normal((297, 5)).astype(np.float32)
     net.fprop([x, np.zeros((1, 5), np.float32)], False)
     assert net.check_finite() == "the activations of layer 'local2'"
+
+
+# The originals' forms: two towers crossing at a two-input conv, sparse connectivity, the
+# 2012 release's image layers, dropout2 / hs / pass, cuda-convnet2's sum pooling.
+TOWERS = """
+[data]
+type=data
+dataIdx=0
+
+[labels]
+type=data
+dataIdx=1
+
+[blur]
+type=blur
+inputs=data
+channels=3
+filterSize=3
+stdev=1.0
+
+[href]
+type=href
+inputs=blur
+channels=3
+
+[conv1a]
+type=conv
+inputs=href
+channels=3
+filters=8
+filterSize=3
+padding=1
+initW=0.1
+neuron=relu
+
+[conv1b]
+type=conv
+inputs=data
+channels=3
+filters=8
+filterSize=3
+padding=1
+initW=0.1
+neuron=tanh[1,1]
+gpu=1
+
+[conv2a]
+type=conv
+inputs=conv1a,conv1b
+channels=8,8
+filters=8,4
+groups=1,2
+randSparse=0,1
+filterChannels=8,4
+filterSize=3,3
+padding=1,1
+initW=0.05,0.05
+
+[conv2b]
+type=conv
+inputs=conv1b,conv1a
+channels=8,8
+filters=8,8
+filterSize=3,3
+padding=1,1
+initW=0.05,0.05
+gpu=1
+
+[nails]
+type=nailbed
+inputs=conv2b
+channels=8
+stride=2
+
+[poolsum]
+type=pool
+pool=avg
+sum=1
+inputs=conv2a
+sizeX=3
+stride=2
+
+[drop2]
+type=dropout2
+inputs=poolsum
+keep=0.7
+
+[hs]
+type=hs
+inputs=nails
+keep=0.8
+
+[pass]
+type=pass
+inputs=drop2,hs
+gpu=0
+
+[fc10]
+type=fc
+inputs=pass,hs
+outputs=10
+initW=0.05
+
+[probs]
+type=softmax
+inputs=fc10
+
+[logprob]
+type=cost.logreg
+inputs=labels,probs
+"""
+TOWER_PARAMS = "".join(f"[{name}]\nepsW=0.01\nepsB=0.02\nmomW=0.9\nmomB=0.9\nwc=0.0005\n"
+                       for name in ("conv1a", "conv1b", "conv2a", "conv2b", "fc10")) + "[hs]\nenable=1\n"
+
+
+def build_towers(tmp_path, devices, split):
+    (tmp_path / "towers.cfg").write_text(TOWERS)
+    (tmp_path / "towers-params.cfg").write_text(TOWER_PARAMS)
+    layers = config.load_layers(str(tmp_path / "towers.cfg"), str(tmp_path / "towers-params.cfg"),
+                                {0: (3, 12, 12), 1: 1})
+    if not split:
+        layers = [dict(layer, gpu=0) for layer in layers]
+    net = _core.Net(layers, devices, 5)
+    config.set_learning_params(net, layers, 0.0)
+    return net
+
+
+def train_towers(net, steps=3, batch=7):
+    rng = np.random.default_rng(2)
+    costs = []
+    for _ in range(steps):
+        x = rng.standard_normal((3 * 12 * 12, batch)).astype(np.float32)
+        y = rng.integers(0, 10, (1, batch)).astype(np.float32)
+        costs.append(net.train_step([x, y])["logprob"][0])
+    return costs, {name: net.get_params(name) for name in net.weight_layer_names()}
+
+
+def test_originals_forms_train_like_cpu_and_split_like_one(tmp_path, device):
+    d = as_net_device(device)
+    reference = train_towers(build_towers(tmp_path, ["cpu"], split=False))
+    assert_same_training(train_towers(build_towers(tmp_path, [d], split=False)), reference, rtol=1e-4)
+    assert_same_training(train_towers(build_towers(tmp_path, [d, d], split=True)), reference, rtol=1e-4)
+
+
+ELEMENT_COSTS = """
+[data]
+type=data
+dataIdx=0
+
+[targets]
+type=data
+dataIdx=1
+
+[fc]
+type=fc
+inputs=data
+outputs=6
+initW=0.3
+neuron=logistic
+
+[xent]
+type=cost.crossent2
+inputs=targets,fc
+
+[robust]
+type=cost.rflickr
+inputs=targets,fc
+coeff=0.5
+"""
+
+
+@pytest.mark.parametrize("steps", [3])
+def test_element_costs_train_like_cpu(tmp_path, device, steps):
+    (tmp_path / "c.cfg").write_text(ELEMENT_COSTS)
+    (tmp_path / "c-params.cfg").write_text("[fc]\nepsW=0.1\nepsB=0.1\nmomW=0.9\nmomB=0.9\n")
+    layers = config.load_layers(str(tmp_path / "c.cfg"), str(tmp_path / "c-params.cfg"), {0: 9, 1: 6})
+    results = []
+    for d in ("cpu", as_net_device(device)):
+        net = _core.Net(layers, [d], 5)
+        config.set_learning_params(net, layers, 0.0)
+        rng = np.random.default_rng(3)
+        costs = []
+        for _ in range(steps):
+            x = rng.standard_normal((9, 7)).astype(np.float32)
+            t = (rng.random((6, 7)) < 0.5).astype(np.float32)
+            out = net.train_step([x, t])
+            costs.append([out["xent"][0], out["robust"][0]])
+        results.append((costs, net.get_params("fc")["weights"][0]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)

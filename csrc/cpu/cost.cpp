@@ -240,4 +240,47 @@ double sumOfSquares(const Tensor& inputs) {
   return total;
 }
 
+namespace {
+inline double safelog(double x) { return x > 0.0 ? std::log(x) : -50.0; }
+
+inline double element_cost(ElementCost kind, double t, double y) {
+  if (kind == ElementCost::BinaryCrossEnt) return -(t * safelog(y) + (1.0 - t) * safelog(1.0 - y));
+  const double d = y - t;
+  return std::log1p(d * d);
+}
+
+inline float element_grad(ElementCost kind, float t, float y) {
+  if (kind == ElementCost::BinaryCrossEnt) return t / y - (1.f - t) / (1.f - y);
+  const float d = y - t;
+  return -2.f * d / (1.f + d * d);
+}
+}  // namespace
+
+double elementCost(ElementCost kind, const Tensor& labels, const Tensor& outputs) {
+  const int64_t n = outputs.numel();
+  const float* l = labels.data();
+  const float* y = outputs.data();
+  std::vector<double> partial((n + kElementsPerBlock - 1) / kElementsPerBlock, 0.0);
+  parallel_for(static_cast<int64_t>(partial.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t first = b * kElementsPerBlock, last = std::min(n, first + kElementsPerBlock);
+      for (int64_t i = first; i < last; ++i) partial[b] += element_cost(kind, l[i], y[i]);
+    }
+  });
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+void elementCostGrad(ElementCost kind, const Tensor& labels, const Tensor& outputs, Tensor& targets, float coeff,
+                     float scaleTargets, float scaleOutput) {
+  const float* l = labels.data();
+  const float* y = outputs.data();
+  float* t = targets.data();
+  parallel_for(outputs.numel(), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      store_scaled(t[i], coeff * element_grad(kind, l[i], y[i]), scaleTargets, scaleOutput);
+  }, kGrain);
+}
+
 }  // namespace ccn::cpu

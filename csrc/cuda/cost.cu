@@ -185,6 +185,38 @@ sum_of_squares_kernel(const float* x, int64_t n, double* partials) {
   if (threadIdx.x == 0) partials[blockIdx.x] = sum;
 }
 
+__device__ inline double safe_log(double x) { return x > 0.0 ? log(x) : -50.0; }
+
+__device__ inline double element_cost(ElementCost kind, double t, double y) {
+  if (kind == ElementCost::BinaryCrossEnt) return -(t * safe_log(y) + (1.0 - t) * safe_log(1.0 - y));
+  const double d = y - t;
+  return log1p(d * d);
+}
+
+__global__ void __launch_bounds__(kThreads)
+element_cost_kernel(ElementCost kind, const float* labels, const float* outputs, int64_t n, double* partials) {
+  __shared__ double scratch[kThreads];
+  double sum = 0;
+  CCN_GRID_STRIDE_LOOP(i, n) sum += element_cost(kind, labels[i], outputs[i]);
+  sum = block_sum(sum, scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = sum;
+}
+
+__global__ void element_cost_grad_kernel(ElementCost kind, const float* labels, const float* outputs, float* targets,
+                                         int64_t total, float coeff, float sT, float sO) {
+  CCN_GRID_STRIDE_LOOP(i, total) {
+    const float t = labels[i], y = outputs[i];
+    float g;
+    if (kind == ElementCost::BinaryCrossEnt) {
+      g = t / y - (1.f - t) / (1.f - y);
+    } else {
+      const float d = y - t;
+      g = -2.f * d / (1.f + d * d);
+    }
+    store_scaled(targets[i], coeff * g, sT, sO);
+  }
+}
+
 // A device buffer of `count` doubles (from the caching allocator) and its host copy.
 struct ReductionBuffer {
   Tensor storage;
@@ -337,6 +369,30 @@ double sumOfSquares(const Tensor& inputs) {
   double total = 0;
   for (double partial : buffer.to_host()) total += partial;
   return total;
+}
+
+double elementCost(ElementCost kind, const Tensor& labels, const Tensor& outputs) {
+  int64_t n = outputs.numel();
+  if (n == 0) return 0.0;
+  set_device(outputs);
+  // The block count depends on n only, so the summation order (and the result) is fixed.
+  int blocks = static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 1024));
+  ReductionBuffer buffer(outputs, blocks);
+  element_cost_kernel<<<blocks, kThreads, 0, stream()>>>(kind, labels.data(), outputs.data(), n, buffer.device_ptr());
+  CCN_CUDA_CHECK_LAUNCH("element_cost_kernel");
+  double total = 0;
+  for (double partial : buffer.to_host()) total += partial;
+  return total;
+}
+
+void elementCostGrad(ElementCost kind, const Tensor& labels, const Tensor& outputs, Tensor& targets, float coeff,
+                     float scaleTargets, float scaleOutput) {
+  int64_t total = outputs.numel();
+  if (total == 0) return;
+  set_device(targets);
+  element_cost_grad_kernel<<<blocks_for(total, kThreads), kThreads, 0, stream()>>>(
+      kind, labels.data(), outputs.data(), targets.data(), total, coeff, scaleTargets, scaleOutput);
+  CCN_CUDA_CHECK_LAUNCH("element_cost_grad_kernel");
 }
 
 }  // namespace ccn::cuda

@@ -50,6 +50,8 @@ class ConcatLayer : public Layer {
 };
 
 [[maybe_unused]] const bool registered = registerLayerType("concat", makeLayer<ConcatLayer>);
+// pass (cuda-convnet2's pass-through, which also moves activations between devices) is a concat.
+[[maybe_unused]] const bool registeredPass = registerLayerType("pass", makeLayer<ConcatLayer>);
 
 }  // namespace
 }  // namespace ccn::net

@@ -1,16 +1,22 @@
 // dropout (inverted): in training, acts = x * mask with mask = 1/keep with probability
 // keep, else 0, drawn from the Net's Philox stream at the position the Net reserves for
 // this fprop; at test time acts = x. The gradient is g * mask (g at test time).
+// dropout2 (cuda-convnet2's): the same draws, but kept units pass unscaled in training
+// (acts = x * keep * mask, i.e. x or 0) and at test time acts = keep * x.
+// enable = false (cuda-convnet2) uses the test-time rule in training too.
+// hs (the 2012 release) is dropout2.
 #include "net/layer.h"
 #include "ops/dense.h"
 
 namespace ccn::net {
 namespace {
 
+template <bool ScaleAtTest>
 class DropoutLayer : public Layer {
  public:
   explicit DropoutLayer(const LayerConfig& cfg) : Layer(cfg) {
     setKeep(cfg.getFloat("keep"), [&](const std::string& m) { cfg.fail("keep", m); });
+    enable_ = cfg.getBool("enable", true);
   }
 
   void checkInputs() const override {
@@ -19,6 +25,10 @@ class DropoutLayer : public Layer {
   }
 
   bool setParam(const std::string& key, double value) override {
+    if (key == "enable") {
+      enable_ = value != 0.0;
+      return true;
+    }
     if (key != "keep") return false;
     setKeep(value, [&](const std::string& m) { fail("keep " + m); });
     return true;
@@ -36,20 +46,20 @@ class DropoutLayer : public Layer {
   }
 
   void fprop(bool train) override {
-    train_ = train;
-    if (!train) {
-      ops::add(inputs[0].acts(), acts(), 0.f, 1.f);
+    train_ = train && enable_;
+    if (!train_) {
+      ops::add(inputs[0].acts(), acts(), 0.f, testScale());
       return;
     }
     ops::dropoutMask(mask_, keep_, seed_, offset_, rowStride_);
-    ops::mult(inputs[0].acts(), mask_, acts(), 0.f, 1.f);
+    ops::mult(inputs[0].acts(), mask_, acts(), 0.f, testScale());
   }
 
   void bprop() override {
     const LayerInput& in = inputs[0];
     if (!in.sendsGrad) return;
-    if (train_) ops::mult(actsGrad(), mask_, in.grad(), in.gradScale, 1.f);
-    else ops::add(actsGrad(), in.grad(), in.gradScale, 1.f);
+    if (train_) ops::mult(actsGrad(), mask_, in.grad(), in.gradScale, testScale());
+    else ops::add(actsGrad(), in.grad(), in.gradScale, testScale());
   }
 
  private:
@@ -59,14 +69,21 @@ class DropoutLayer : public Layer {
     keep_ = static_cast<float>(keep);
   }
 
+  // dropout2 multiplies by keep at test time, and by keep * (1/keep) = 1 for kept units in training.
+  float testScale() const { return ScaleAtTest ? keep_ : 1.f; }
+
   float keep_ = 1.f;
+  bool enable_ = true;
   Tensor mask_;
   uint64_t seed_ = 0, offset_ = 0;
   int64_t rowStride_ = 0;
   bool train_ = false;
 };
 
-[[maybe_unused]] const bool registered = registerLayerType("dropout", makeLayer<DropoutLayer>);
+[[maybe_unused]] const bool registered = registerLayerType("dropout", makeLayer<DropoutLayer<false>>);
+[[maybe_unused]] const bool registered2 = registerLayerType("dropout2", makeLayer<DropoutLayer<true>>);
+// hs (the 2012 release's "hidden sex" layer) is dropout2 under its first name.
+[[maybe_unused]] const bool registeredHs = registerLayerType("hs", makeLayer<DropoutLayer<true>>);
 
 }  // namespace
 }  // namespace ccn::net

@@ -58,6 +58,41 @@ int LayerConfig::getInt(const std::string& key, int fallback) const {
   return has(key) ? getInt(key) : fallback;
 }
 
+int LayerConfig::asInt(const std::string& key, const ConfigValue& v) const {
+  if (v.kind != ConfigValue::Kind::Int) fail(key, "must be an int, got " + v.typeName());
+  if (v.i < INT32_MIN || v.i > INT32_MAX) fail(key, "value " + std::to_string(v.i) + " does not fit an int32");
+  return static_cast<int>(v.i);
+}
+
+std::vector<int> LayerConfig::getIntList(const std::string& key, size_t count) const {
+  const ConfigValue& v = get(key);
+  if (v.kind != ConfigValue::Kind::List) return std::vector<int>(count, asInt(key, v));
+  if (v.list.size() != count)
+    fail(key, "must have " + std::to_string(count) + " element(s) (one per input), got " + std::to_string(v.list.size()));
+  std::vector<int> out;
+  for (const ConfigValue& item : v.list) out.push_back(asInt(key, item));
+  return out;
+}
+
+std::vector<std::vector<int>> LayerConfig::getIntLists(const std::string& key, size_t count) const {
+  std::vector<std::vector<int>> out(count);
+  if (!has(key)) return out;
+  const ConfigValue& v = get(key);
+  if (v.kind != ConfigValue::Kind::List || v.list.size() != count)
+    fail(key, "must be a list of " + std::to_string(count) + " entries (one per input: a list of ints or None)");
+  for (size_t i = 0; i < count; ++i) {
+    const ConfigValue& item = v.list[i];
+    if (item.kind == ConfigValue::Kind::None) continue;
+    if (item.kind != ConfigValue::Kind::List) fail(key, "entry " + std::to_string(i) + " must be a list or None");
+    for (const ConfigValue& x : item.list) out[i].push_back(asInt(key, x));
+  }
+  return out;
+}
+
+std::vector<int> LayerConfig::getIntList(const std::string& key, size_t count, int fallback) const {
+  return has(key) ? getIntList(key, count) : std::vector<int>(count, fallback);
+}
+
 double LayerConfig::asFloat(const std::string& key, const ConfigValue& v) const {
   if (v.kind == ConfigValue::Kind::Float) return v.f;
   if (v.kind == ConfigValue::Kind::Int) return static_cast<double>(v.i);

@@ -44,6 +44,11 @@ class LayerConfig {
   std::vector<std::string> getStringList(const std::string& key) const;
   // A list of ints (a single int stands for a one-element list).
   std::vector<int> getIntList(const std::string& key) const;
+  // A list of `count` ints (one per input); a single int stands for `count` copies of itself.
+  std::vector<int> getIntList(const std::string& key, size_t count) const;
+  std::vector<int> getIntList(const std::string& key, size_t count, int fallback) const;
+  // A list of `count` entries, each a list of ints or None (an empty vector); absent: all empty.
+  std::vector<std::vector<int>> getIntLists(const std::string& key, size_t count) const;
   // A list of `count` numbers; a single number stands for `count` copies of itself.
   std::vector<double> getFloatList(const std::string& key, size_t count) const;
   std::vector<double> getFloatList(const std::string& key, size_t count, double fallback) const;
@@ -59,6 +64,7 @@ class LayerConfig {
  private:
   const ConfigValue& get(const std::string& key) const;  // present, else "missing key"
   double asFloat(const std::string& key, const ConfigValue& v) const;
+  int asInt(const std::string& key, const ConfigValue& v) const;
 
   std::map<std::string, ConfigValue> entries_;
   std::string name_;

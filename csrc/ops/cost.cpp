@@ -98,4 +98,20 @@ double sumOfSquares(const Tensor& inputs) {
   return CCN_DISPATCH(d, sumOfSquares, inputs);
 }
 
+double elementCost(ElementCost kind, const Tensor& labels, const Tensor& outputs) {
+  Device d = common_device({{"labels", &labels}, {"outputs", &outputs}});
+  check_matrix(outputs, "outputs", outputs.rows(), outputs.cols());
+  check_matrix(labels, "labels", outputs.rows(), outputs.cols());
+  return CCN_DISPATCH(d, elementCost, kind, labels, outputs);
+}
+
+void elementCostGrad(ElementCost kind, const Tensor& labels, const Tensor& outputs, Tensor& targets, float coeff,
+                     float scaleTargets, float scaleOutput) {
+  Device d = common_device({{"labels", &labels}, {"outputs", &outputs}, {"targets", &targets}});
+  check_matrix(outputs, "outputs", outputs.rows(), outputs.cols());
+  check_matrix(labels, "labels", outputs.rows(), outputs.cols());
+  check_matrix(targets, "targets", outputs.rows(), outputs.cols());
+  CCN_DISPATCH(d, elementCostGrad, kind, labels, outputs, targets, coeff, scaleTargets, scaleOutput);
+}
+
 }  // namespace ccn::ops

@@ -10,6 +10,12 @@
 
 namespace ccn {
 
+// Element-wise costs of targets t and outputs y (both (rows, numCases)), summed over elements:
+//   BinaryCrossEnt (cost.crossent2): -(t * safelog(y) + (1 - t) * safelog(1 - y)),
+//     safelog(x) = log(x) for x > 0, else -50 (the 2012 release's);
+//   RobustFlickr (cost.rflickr): log(1 + (y - t)^2).
+enum class ElementCost { BinaryCrossEnt, RobustFlickr };
+
 struct CostResult {
   double cost = 0;    // summed over cases
   double error = 0;   // number of cases misclassified (top-1)

@@ -57,6 +57,11 @@ def convnet_main(argv=None):
         for key in ("layer_def", "layer_params"):
             if not op[key]:
                 raise ValueError(f"--{key.replace('_', '-')} is required")
+            if op.get("layer_path") and key in given:
+                op[key] = os.path.join(op["layer_path"], op[key])
+        if op.get("save_file") and run_dir is None:
+            os.makedirs(op["save_file"], exist_ok=True)
+            run_dir = op["save_file"]
         from .trainer import Trainer
         trainer = Trainer(op, state, run_dir)
         if op["check_grads"]:

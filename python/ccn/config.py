@@ -27,7 +27,8 @@ and PoolGeometry.output_size; rows and columns separately):
   pool:        outputs = ceil((imgSize - start - sizeX) / stride) + 1   (when outputsX=0)
   cmpool:      outputChannels = ceil((channels - start - size) / stride) + 1   (when 0)
   rnorm/cnorm: scale = file scale / size^2;   cmrnorm: scale = file scale / size
-A conv layer's ``filters`` is the total number of filters (all groups together).
+A conv or local layer's ``filters=`` counts the filters of one group, as in cuda-convnet: the
+layer has filters*groups output maps, and the resolved dict's ``filters`` is that total.
 
 Learning-rate schedules (epsW, epsB), progress p in [0, 1] (clamped):
   n or const[base]              base
@@ -46,6 +47,10 @@ import difflib
 import math
 import numbers
 import re
+import sys
+import zlib
+
+import numpy as np
 
 from . import _core
 from .regular_file import NotARegularFile, read_regular_file
@@ -77,6 +82,11 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {reason}")
 
 
+def warn(message):
+    """One line on stderr: a file cuda-convnet accepted that is probably not what was meant."""
+    print(f"convnet: warning: {message}", file=sys.stderr)
+
+
 _REQUIRED = object()  # marks a key without default
 _INT_RE = re.compile(r"[+-]?\d+")
 INT32_MAX = 2 ** 31 - 1  # integers of a layer file are int32 in the engine
@@ -106,6 +116,12 @@ def _parse_int(text):
     if not _INT_RE.fullmatch(text.strip()):
         raise ValueError(f"'{text}' is not an integer")
     return int(text)
+
+
+def _parse_bool(text):
+    if text.strip().lower() not in _BOOLS:
+        raise ValueError(f"'{text}' is not a boolean (use 0 or 1)")
+    return _BOOLS[text.strip().lower()]
 
 
 def _parse_float(text):
@@ -174,8 +190,50 @@ def parse_schedule(text):
     return {"type": kind, **values}
 
 
-def schedule_value(schedule, progress):
-    """The value of a schedule dict at progress in [0, 1] (clamped); formulas in the module doc."""
+_SCHED_FACTOR_PARAMS = {"linear": ("tgtFactor", "noiseStdev"), "exp": ("tgtFactor", "noiseStdev"),
+                        "dexp": ("tgtFactor", "noiseStdev", "numSteps")}
+
+
+def parse_rate_schedule(text, base):
+    """The 2012 release's schedW / schedB ("default", "linear[tgtFactor,noiseStdev]",
+    "exp[tgtFactor,noiseStdev]", "dexp[tgtFactor,noiseStdev,numSteps]") applied to the base
+    rate given by epsW / epsB: a schedule dict as parse_schedule returns, with noiseStdev."""
+    text = text.strip()
+    if text.lower() == "default":
+        return {"type": "const", "base": base}
+    match = _SCHEDULE_RE.fullmatch(text)
+    kind = match.group(1).lower() if match else None
+    if kind not in _SCHED_FACTOR_PARAMS:
+        raise ValueError(f"'{text}' is not default, linear[tgtFactor,noiseStdev], exp[tgtFactor,noiseStdev] "
+                         "or dexp[tgtFactor,noiseStdev,numSteps]")
+    names = _SCHED_FACTOR_PARAMS[kind]
+    items = [item.strip() for item in re.split(r"[;,]", match.group(2))]
+    if len(items) != len(names):
+        raise ValueError(f"{kind}[...] takes {len(names)} values ({', '.join(names)}), got {len(items)}")
+    values = {name: (_parse_int(item) if name == "numSteps" else _parse_float(item)) for name, item in zip(names, items)}
+    if not (values["tgtFactor"] > 0 and math.isfinite(values["tgtFactor"])):
+        raise ValueError(f"tgtFactor must be > 0, got {values['tgtFactor']}")
+    if not (values["noiseStdev"] >= 0 and math.isfinite(values["noiseStdev"])):
+        raise ValueError(f"noiseStdev must be >= 0, got {values['noiseStdev']}")
+    if values.get("numSteps", 2) < 2:
+        raise ValueError(f"numSteps must be >= 2, got {values['numSteps']}")
+    schedule = {"type": kind, "base": base, **values}
+    if not schedule["noiseStdev"]:
+        del schedule["noiseStdev"]
+    return schedule
+
+
+def schedule_value(schedule, progress, rng=None):
+    """The value of a schedule dict at progress in [0, 1] (clamped); formulas in the module doc.
+    A schedule with noiseStdev (the 2012 release's noisy rates) is multiplied by
+    1 + |N(0, 1)| * noiseStdev, N drawn from rng (no noise without rng)."""
+    value = _schedule_value(schedule, progress)
+    if schedule.get("noiseStdev") and rng is not None:
+        value *= 1.0 + abs(float(rng.standard_normal())) * float(schedule["noiseStdev"])
+    return value
+
+
+def _schedule_value(schedule, progress):
     if math.isnan(progress):
         raise ValueError("progress is NaN")
     p = min(max(float(progress), 0.0), 1.0)
@@ -238,10 +296,8 @@ class _Section:
 
     def __init__(self, path, name, items):
         self.path, self.name = path, name
-        self._items = {}  # lower-case key -> (key as written, value)
+        self._items = {}  # lower-case key -> (key as written, value); the last one given wins
         for key, value in items:
-            if key.lower() in self._items:
-                raise self.error(key, f"given twice (as '{self._items[key.lower()][0]}' too)")
             self._items[key.lower()] = (key, value)
 
     def error(self, key, reason):
@@ -330,6 +386,8 @@ class _Section:
         return values
 
 
+_SECTION_RE = re.compile(r"\[([^\]]*)\]")
+_KEY_RE = re.compile(r"([^\s#;=:\[][^=:]*?)\s*[=:]")
 MAX_LAYER_FILE_BYTES = 16 << 20
 _INDENTED_KEY_RE = re.compile(r"^[ \t]+([^\s=:#;\[][^=:]*?)\s*[=:]")
 
@@ -349,8 +407,12 @@ def _check_indented_keys(path, text):
 
 def _read_ini(path):
     """Reads an INI file into an ordered list of _Section; syntax errors become ConfigError.
-    Only a regular file of at most MAX_LAYER_FILE_BYTES is read; a UTF-8 byte-order mark is skipped."""
-    parser = configparser.ConfigParser(interpolation=None, strict=True, comment_prefixes=("#", ";"),
+
+    As Python 2's ConfigParser (which cuda-convnet used) did, a section given twice is one
+    section with the keys of both (a key given in both takes the later value), and a key
+    given twice takes its later value; each is said in a warning. Only a regular file of at
+    most MAX_LAYER_FILE_BYTES is read; a UTF-8 byte-order mark is skipped."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False, comment_prefixes=("#", ";"),
                                        inline_comment_prefixes=("#",), default_section="\0no default\0")
     parser.optionxform = str  # keep the user's spelling for messages
     try:
@@ -363,12 +425,26 @@ def _read_ini(path):
         raise ConfigError(path, None, None, f"cannot read: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
         raise ConfigError(path, None, None, f"not a UTF-8 text file ({err.reason} at byte {err.start})") from None
-    except configparser.DuplicateOptionError as err:
-        raise ConfigError(path, err.section, err.option, f"given twice (line {err.lineno})") from None
-    except configparser.DuplicateSectionError as err:
-        raise ConfigError(path, err.section, None, f"section given twice (line {err.lineno})") from None
     except configparser.Error as err:
         raise ConfigError(path, None, None, str(err).replace("\n", " ")) from None
+    seen, keys, current = {}, {}, None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        match = _SECTION_RE.match(line)
+        if match:
+            current = match.group(1)
+            if current in seen:
+                warn(f"{path}: [{current}] given twice (lines {seen[current]} and {lineno}); merged, the later "
+                     "value of a key winning, as cuda-convnet did")
+            seen.setdefault(current, lineno)
+            keys[current] = {}  # a key repeated in a repeated section is part of the merge above
+            continue
+        key = _KEY_RE.match(line)
+        if current is not None and key:
+            where = keys.setdefault(current, {})
+            if key.group(1).lower() in where:
+                warn(f"{path}: [{current}] {key.group(1)}: given twice (lines {where[key.group(1).lower()]} and "
+                     f"{lineno}); the later value is used, as cuda-convnet did")
+            where.setdefault(key.group(1).lower(), lineno)
     return [_Section(path, name, parser.items(name)) for name in parser.sections()]
 
 
@@ -417,20 +493,25 @@ def _copy_output(layer, source):
         _set_output(layer, outputs=source["outputs"])
 
 
-def _input_image(sec, source):
+_FROM_SECTION = object()
+
+
+def _input_image(sec, source, given=_FROM_SECTION):
     """(channels, imgSizeY, imgSizeX) of an input: its image geometry, checked against
-    channels= when given; a flat input needs channels= and is read as square images."""
+    channels= when given; a flat input needs channels= and is read as square images.
+    given: this input's channels= entry (None: not given), else read from sec."""
+    if given is _FROM_SECTION:
+        given = sec.get_int("channels", None, minimum=1)
     if _is_spatial(source):
         channels = source["outChannels"]
-        given = sec.get_int("channels", None, minimum=1)
         if given is not None and given != channels:
             raise sec.error("channels", f"{given} does not match input '{source['name']}', "
                                         f"which has {channels} channels")
         return channels, source["outSizeY"], source["outSizeX"]
-    if not sec.has("channels"):
+    if given is None:
         raise sec.error("channels", f"missing: input '{source['name']}' is flat ({source['outputs']} outputs), "
                                     "so channels= must say how to read it as square images")
-    channels = sec.get_int("channels", minimum=1)
+    channels = given
     pixels, rest = divmod(source["outputs"], channels)
     side = math.isqrt(pixels)
     if rest or side * side != pixels or side == 0:
@@ -482,7 +563,13 @@ def register_layer_parser(cls):
     return cls
 
 
-_WEIGHT_LEARNING_KEYS = frozenset({"epsW", "epsB", "momW", "momB", "wc"})
+# wball: max-norm of each filter (weight column), in units of its weight count (the 2012
+# release); schedW/schedB: the 2012 release's schedules of epsW/epsB; superEps/superMom: its
+# experimental update (only 0, its default, is accepted); updatePeriod: cuda-convnet2's
+# minibatches per update (0 and 1: every minibatch; k > 1: the gradients of k minibatches
+# are averaged into one update, which the trainer does).
+_WEIGHT_LEARNING_KEYS = frozenset({"epsW", "epsB", "momW", "momB", "wc", "wball", "schedW", "schedB",
+                                   "superEps", "superMom", "updatePeriod"})
 
 
 class _ParamSource:
@@ -566,7 +653,7 @@ class _WeightLayerParser(LayerParser):
     learning_keys = _WEIGHT_LEARNING_KEYS
 
     def resolve_init(self, sec, layer, count):
-        if self.max_inputs == 1:
+        if self.type_name != "fc" and count == 1:
             layer["initW"] = sec.get_float("initW", 0.01, minimum=0.0)
         else:
             layer["initW"] = sec.get_float_list("initW", count, 0.01, minimum=0.0)
@@ -586,7 +673,7 @@ class _WeightLayerParser(LayerParser):
                 # "layer" or "layer[index]" per matrix, "" for its own; the engine binds them
                 names = ["" if src is None else src[0] if src[1] == 0 else f"{src[0]}[{src[1]}]"
                          for src in sources]
-                layer["weightSource"] = names if self.max_inputs is None else names[0]
+                layer["weightSource"] = names if self.type_name == "fc" or count > 1 else names[0]
 
     def apply_params(self, source, layer, layers_by_name):
         count = len(layer["inputs"])  # one weight matrix per input
@@ -599,52 +686,172 @@ class _WeightLayerParser(LayerParser):
 
         layer["epsW"] = source.learning("epsW", schedules)
         layer["epsB"] = source.learning("epsB", schedule)
+        for rate_key, sched_key in (("epsW", "schedW"), ("epsB", "schedB")):
+            text = source.learning(sched_key, _Section.get_str, default=None)
+            if text is None:
+                continue
+            rates = layer[rate_key] if rate_key == "epsW" else [layer[rate_key]]
+            if any(rate["type"] != "const" for rate in rates):
+                raise source.params_sec.error(sched_key, f"{rate_key} is already a schedule; give one or the other")
+            scheduled = [source.params_sec.convert(sched_key, text, lambda t, b=rate["base"]: parse_rate_schedule(t, b))
+                         for rate in rates]
+            layer[rate_key] = scheduled if rate_key == "epsW" else scheduled[0]
         layer["momW"] = source.learning("momW", _Section.get_float_list, count, minimum=0.0, maximum=1.0)
         layer["momB"] = source.learning("momB", _Section.get_float, minimum=0.0, maximum=1.0)
         layer["wc"] = source.learning("wc", _Section.get_float_list, count, default=[0.0] * count, minimum=0.0)
+        wball = source.learning("wball", _Section.get_float_list, count, default=[0.0] * count, minimum=0.0)
+        if any(wball):
+            layer["wball"] = wball
+        for key in ("superEps", "superMom"):
+            source.learning(key, _Section.get_float, default=0.0, minimum=0.0, maximum=0.0)
+        period = source.learning("updatePeriod", _Section.get_int, default=0, minimum=0)
+        if period > 1:
+            if any(layer.get("weightSource") or []) if isinstance(layer.get("weightSource"), list) \
+                    else layer.get("weightSource"):
+                raise source.params_sec.error("updatePeriod", "is not supported on a layer that shares weights")
+            layer["updatePeriod"] = period
+        else:
+            layer.pop("updatePeriod", None)
+        self.apply_constraints(source, layer, count)
+
+    def apply_constraints(self, source, layer, count):
+        """Type-specific weight constraints of the layer-params file (default: none)."""
+
+
+def _sparse_connectivity(sec, layer_name, index, groups, channels, filter_channels, at):
+    """cuda-convnet's randSparse: groups * filterChannels channel indices, group g seeing the
+    slice [g*filterChannels, (g+1)*filterChannels). Made of groups*filterChannels/channels
+    permutations of all channels, drawn from a generator seeded by the layer's name and the
+    input index (so a layer file always gives the same net), or returned by initCFunc
+    (module.function(name, index, (groups, channels, filterChannels), params=[...])). The
+    resolved list is stored with the net, so a checkpoint keeps it."""
+    if groups < 2:
+        raise sec.error("randSparse", f"needs groups > 1, got {groups}{at}")
+    if channels % filter_channels or (groups * filter_channels) % channels:
+        raise sec.error("filterChannels", f"{filter_channels} must divide channels ({channels}) and "
+                                          f"groups*filterChannels ({groups * filter_channels}) must be a multiple "
+                                          f"of channels{at}")
+    over_sample = groups * filter_channels // channels
+    spec = sec.get_str("initCFunc", None)
+    if spec is None:
+        rng = np.random.default_rng(zlib.crc32(f"{layer_name}/{index}".encode()))
+        return [int(c) for _ in range(over_sample) for c in rng.permutation(channels)]
+    from .weights import call_user_function
+    try:
+        conns = call_user_function(spec, layer_name, index, (groups, channels, filter_channels))
+        conns = [int(c) for c in conns]
+    except (ValueError, TypeError) as err:
+        raise sec.error("initCFunc", str(err)) from None
+    if len(conns) != over_sample * channels:
+        raise sec.error("initCFunc", f"returned {len(conns)} channels; expected groups*filterChannels = "
+                                     f"{over_sample * channels}{at}")
+    for k in range(over_sample):
+        if sorted(conns[k * channels:(k + 1) * channels]) != list(range(channels)):
+            raise sec.error("initCFunc", f"entries {k * channels}..{(k + 1) * channels - 1} are not a permutation "
+                                         f"of 0..{channels - 1}{at}")
+    return conns
 
 
 @register_layer_parser
 class ConvLayerParser(_WeightLayerParser):
+    """conv and local. partialSum (cuda-convnet) and sumWidth (cuda-convnet2) only chose how
+    the originals' kernels split the weight-gradient sum over modules: accepted and unused,
+    as the result does not depend on them. randSparse=0 is accepted (dense connectivity)."""
+
     type_name = "conv"
+    max_inputs = None
     keys = frozenset({"channels", "filters", "filterSize", "padding", "stride", "groups", "sharedBiases",
-                      "partialSum", "initW", "initB", "initWFunc", "initBFunc", "weightSource"})
+                      "partialSum", "sumWidth", "initW", "initB", "initWFunc", "initBFunc", "weightSource",
+                      "randSparse", "filterChannels", "initCFunc"})
+    learning_keys = _WEIGHT_LEARNING_KEYS | {"wcNormMin", "wcNormMax"}
     local = False
 
+    def apply_constraints(self, source, layer, count):
+        # cuda-convnet2: after each update, each filter's standard deviation (around its mean)
+        # is clamped into [wcNormMin, wcNormMax] when wcNormMax > 0.
+        norm_max = source.learning("wcNormMax", _Section.get_float_list, count, default=[0.0] * count, minimum=0.0)
+        norm_min = source.learning("wcNormMin", _Section.get_float_list, count, default=[0.0] * count, minimum=0.0)
+        if any(norm_max):
+            layer["wcNormMax"], layer["wcNormMin"] = norm_max, norm_min
+
     def resolve(self, sec, layer, inputs, data_dims):
-        channels, size_y, size_x = _input_image(sec, inputs[0])
-        filters = sec.get_int("filters", minimum=1)
-        filter_size = sec.get_int("filterSize", minimum=1)
-        padding = sec.get_int("padding", 0, minimum=0)
-        stride = sec.get_int("stride", 1, minimum=1)
-        groups = sec.get_int("groups", 1, minimum=1)
-        if channels % groups:
-            raise sec.error("groups", f"{groups} does not divide the input's {channels} channels")
-        if filters % groups:
-            raise sec.error("groups", f"{groups} does not divide filters={filters}")
-        if padding >= filter_size:
-            raise sec.error("padding", f"{padding} must be smaller than filterSize={filter_size} "
-                                       "(the first module would see only padding)")
-        if filter_size > min(size_y, size_x) + 2 * padding:
-            raise sec.error("filterSize", f"{filter_size} is larger than the padded image "
-                                          f"({size_y}x{size_x} with padding {padding})")
-        modules_y = _conv_output_size(sec, "filterSize", size_y, filter_size, padding, stride)
-        modules_x = _conv_output_size(sec, "filterSize", size_x, filter_size, padding, stride)
-        layer.update(channels=channels, imgSizeY=size_y, imgSizeX=size_x, filters=filters,
-                     filterSize=filter_size, padding=padding, stride=stride, groups=groups,
-                     filterChannels=channels // groups, modulesY=modules_y, modulesX=modules_x)
+        n = len(inputs)
+
+        def ints(key, default=_REQUIRED, minimum=None):
+            values = sec.get_list(key, n, _parse_int, default)
+            for value in values:
+                if value is not None:
+                    sec._check_range(key, value, minimum, INT32_MAX)
+            return values
+
+        given_channels = ints("channels", None, minimum=1)
+        images = [_input_image(sec, source, given) for source, given in zip(inputs, given_channels)]
+        filters, filter_size = ints("filters", minimum=1), ints("filterSize", minimum=1)
+        padding, stride, groups = ints("padding", 0, minimum=0), ints("stride", 1, minimum=1), ints("groups", 1, minimum=1)
+        sparse = sec.get_list("randSparse", n, _parse_bool, False)
+        if sec.has("initCFunc") and not any(sparse):
+            raise sec.error("initCFunc", "only applies with randSparse=1")
+        given_filter_channels = ints("filterChannels", None, minimum=1)
+        per_input, totals, conns = [], set(), []
+        for i, (channels, size_y, size_x) in enumerate(images):
+            at = f" (input {i}, '{inputs[i]['name']}')" if n > 1 else ""
+            filter_channels = given_filter_channels[i]
+            if sparse[i]:
+                filter_channels = filter_channels or channels // groups[i]
+                conns.append(_sparse_connectivity(sec, layer["name"], i, groups[i], channels, filter_channels, at))
+            else:
+                conns.append(None)
+                if channels % groups[i]:
+                    raise sec.error("groups", f"{groups[i]} does not divide the input's {channels} channels{at}")
+                if filter_channels is not None and filter_channels * groups[i] != channels:
+                    raise sec.error("filterChannels", f"{filter_channels} is not channels/groups = "
+                                                      f"{channels}/{groups[i]}{at}; other values need randSparse=1")
+                filter_channels = channels // groups[i]
+            if padding[i] >= filter_size[i]:
+                raise sec.error("padding", f"{padding[i]} must be smaller than filterSize={filter_size[i]} "
+                                           f"(the first module would see only padding){at}")
+            if filter_size[i] > min(size_y, size_x) + 2 * padding[i]:
+                raise sec.error("filterSize", f"{filter_size[i]} is larger than the padded image "
+                                              f"({size_y}x{size_x} with padding {padding[i]}){at}")
+            modules = (_conv_output_size(sec, "filterSize", size_y, filter_size[i], padding[i], stride[i]),
+                       _conv_output_size(sec, "filterSize", size_x, filter_size[i], padding[i], stride[i]))
+            totals.add(filters[i] * groups[i])  # as in cuda-convnet, filters= counts one group's filters
+            per_input.append(dict(channels=channels, imgSizeY=size_y, imgSizeX=size_x, filterSize=filter_size[i],
+                                  padding=padding[i], stride=stride[i], groups=groups[i],
+                                  filterChannels=filter_channels, modules=modules))
+        if max(totals) > INT32_MAX:
+            raise sec.error("filters", f"filters*groups = {max(totals)} is more than {INT32_MAX}")
+        if len(totals) > 1:
+            raise sec.error("filters", f"filters*groups differ between the inputs ({sorted(totals)}); the inputs' "
+                                       "results are summed, so they must have the same number of filters")
+        if len({p["modules"] for p in per_input}) > 1:
+            described = ", ".join(f"{inp['name']}: {p['modules'][0]}x{p['modules'][1]}" for inp, p in zip(inputs, per_input))
+            raise sec.error("inputs", f"the inputs give different output sizes ({described}); the inputs' results "
+                                      "are summed, so their filterSize/padding/stride must give the same size")
+        modules_y, modules_x = per_input[0]["modules"]
+        for key in ("channels", "imgSizeY", "imgSizeX", "filterSize", "padding", "stride", "groups", "filterChannels"):
+            values = [p[key] for p in per_input]
+            layer[key] = values[0] if n == 1 else values
+        total = totals.pop()
+        layer.update(filters=total, modulesY=modules_y, modulesX=modules_x)
+        if any(c is not None for c in conns):
+            layer["filterConns"] = conns  # per input: the channels each group sees (None: dense)
         if not self.local:
             layer["sharedBiases"] = sec.get_bool("sharedBiases", True)
         layer["partialSum"] = sec.get_int("partialSum", 0, minimum=0)
-        self.resolve_init(sec, layer, 1)
-        _set_output(layer, filters, modules_y, modules_x)
+        self.resolve_init(sec, layer, n)
+        _set_output(layer, total, modules_y, modules_x)
 
 
 @register_layer_parser
 class LocalLayerParser(ConvLayerParser):
     type_name = "local"
-    keys = ConvLayerParser.keys - {"sharedBiases"}
+    keys = ConvLayerParser.keys - {"sharedBiases", "sumWidth"}
+    learning_keys = _WEIGHT_LEARNING_KEYS
     local = True
+
+    def apply_constraints(self, source, layer, count):
+        pass
 
 
 @register_layer_parser
@@ -661,11 +868,16 @@ class FcLayerParser(_WeightLayerParser):
 @register_layer_parser
 class PoolLayerParser(LayerParser):
     type_name = "pool"
-    keys = frozenset({"pool", "channels", "sizeX", "start", "stride", "outputsX", "outputsY"})
+    keys = frozenset({"pool", "channels", "sizeX", "start", "stride", "outputsX", "outputsY", "sum"})
 
     def resolve(self, sec, layer, inputs, data_dims):
         channels, size_y, size_x = _input_image(sec, inputs[0])
         pool = sec.get_choice("pool", ("max", "avg", "maxabs"))
+        if sec.has("sum"):  # cuda-convnet2: avg pooling that sums instead of averaging
+            if pool != "avg":
+                raise sec.error("sum", f"applies to pool=avg only, not pool={pool}")
+            if sec.get_bool("sum"):
+                layer["sum"] = True
         size = sec.get_int("sizeX", minimum=1, maximum=min(size_y, size_x))
         stride = sec.get_int("stride", minimum=1)
         start = sec.get_int("start", 0, minimum=1 - size, maximum=min(size_y, size_x) - size)
@@ -829,9 +1041,88 @@ class ConcatLayerParser(LayerParser):
 
 
 @register_layer_parser
+class PassLayerParser(ConcatLayerParser):
+    """pass (cuda-convnet2's pass-through): its inputs' rows stacked, as concat; inputs that
+    are images of one size give an image with their channels stacked."""
+
+    type_name = "pass"
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        sizes = {(inp.get("outSizeY"), inp.get("outSizeX")) for inp in inputs}
+        if all(_is_spatial(inp) for inp in inputs) and len(sizes) == 1:
+            size_y, size_x = sizes.pop()
+            _set_output(layer, sum(inp["outChannels"] for inp in inputs), size_y, size_x)
+        else:
+            super().resolve(sec, layer, inputs, data_dims)
+
+
+class _ImageLayerParser(LayerParser):
+    """Layers of the 2012 release on images, without weights (csrc/layers/image_layers.cpp)."""
+
+    keys = frozenset({"channels"})
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        channels, size_y, size_x = _input_image(sec, inputs[0])
+        layer.update(channels=channels, imgSizeY=size_y, imgSizeX=size_x)
+        self.resolve_image(sec, layer, channels, size_y, size_x)
+
+    def resolve_image(self, sec, layer, channels, size_y, size_x):
+        _set_output(layer, channels, size_y, size_x)
+
+
+@register_layer_parser
+class ReflectLayerParser(_ImageLayerParser):
+    """href: each image mirrored left-right (the 2012 release took 1 to 3 channels)."""
+
+    type_name = "href"
+
+
+@register_layer_parser
+class BlurLayerParser(_ImageLayerParser):
+    """blur: separable Gaussian blur; taps exp(-(filterSize//2 - i)^2 / (2 stdev^2)),
+    i = 0..filterSize-1, normalised to sum 1 (the 2012 release's); zeros outside the image."""
+
+    type_name = "blur"
+    keys = frozenset({"channels", "filterSize", "stdev"})
+
+    def resolve_image(self, sec, layer, channels, size_y, size_x):
+        size = sec.get_int("filterSize")
+        if size not in (3, 5, 7, 9):
+            raise sec.error("filterSize", f"must be 3, 5, 7 or 9, got {size}")
+        if size > min(size_y, size_x):
+            raise sec.error("filterSize", f"{size} is larger than the image ({size_y}x{size_x})")
+        stdev = _positive_float(sec, "stdev")
+        taps = [math.exp(-((size // 2 - i) ** 2) / (2 * stdev ** 2)) for i in range(size)]
+        layer.update(filterSize=size, stdev=stdev, filter=[t / sum(taps) for t in taps])
+        _set_output(layer, channels, size_y, size_x)
+
+
+@register_layer_parser
+class NailbedLayerParser(_ImageLayerParser):
+    """nailbed: every stride-th pixel, ceil(imgSize/stride) per axis, centred as the 2012
+    release placed them (start = (imgSize - stride*(outputs-1)) // 2)."""
+
+    type_name = "nailbed"
+    keys = frozenset({"channels", "stride"})
+
+    def resolve_image(self, sec, layer, channels, size_y, size_x):
+        stride = sec.get_int("stride", minimum=1)
+        outputs_y, outputs_x = _ceil_div(size_y, stride), _ceil_div(size_x, stride)
+        starts = {(size_y - stride * (outputs_y - 1)) // 2, (size_x - stride * (outputs_x - 1)) // 2}
+        if len(starts) > 1:
+            raise sec.error("stride", f"the {size_y}x{size_x} image gives different starts per axis; "
+                                      "nailbed needs square images")
+        layer.update(stride=stride, start=starts.pop(), outputsY=outputs_y, outputsX=outputs_x)
+        _set_output(layer, channels, outputs_y, outputs_x)
+
+
+@register_layer_parser
 class DropoutLayerParser(LayerParser):
+    """dropout: inverted (kept units scaled by 1/keep in training, identity at test time);
+    enable=0 (cuda-convnet2) makes the layer the identity in training too."""
+
     type_name = "dropout"
-    tunable_keys = frozenset({"keep"})
+    tunable_keys = frozenset({"keep", "enable"})
 
     def resolve(self, sec, layer, inputs, data_dims):
         _copy_output(layer, inputs[0])
@@ -840,6 +1131,29 @@ class DropoutLayerParser(LayerParser):
         keep = source.tunable("keep", _positive_float, maximum=1.0, default=0.5)
         if keep is not None:
             layer["keep"] = keep
+        enable = source.tunable("enable", _Section.get_bool, default=True)
+        if enable is not None:
+            layer["enable"] = enable
+
+
+@register_layer_parser
+class Dropout2LayerParser(DropoutLayerParser):
+    """dropout2 (cuda-convnet2): kept units pass unscaled in training, and at test time
+    every unit is multiplied by keep."""
+
+    type_name = "dropout2"
+
+
+@register_layer_parser
+class HiddenSexLayerParser(Dropout2LayerParser):
+    """hs (the 2012 release): dropout2 by its first name; keep is required there."""
+
+    type_name = "hs"
+
+    def apply_params(self, source, layer, layers_by_name):
+        if "keep" not in layer:
+            layer["keep"] = source.tunable("keep", _positive_float, maximum=1.0)
+        super().apply_params(source, layer, layers_by_name)
 
 
 class _CostLayerParser(LayerParser):
@@ -906,6 +1220,33 @@ class CrossEntropyCostParser(_CostLayerParser):
                                       f"'{probs['name']}' has {probs['outputs']} classes")
 
 
+class _ElementCostParser(_CostLayerParser):
+    """The 2012 release's element-wise costs: inputs = [labels, outputs] with the same rows
+    (one target per output, e.g. multi-label data against logistic outputs)."""
+
+    min_inputs = max_inputs = 2
+
+    def check_inputs(self, sec, inputs):
+        labels, outputs = inputs
+        if labels["outputs"] != outputs["outputs"]:
+            raise sec.error("inputs", f"labels '{labels['name']}' have {labels['outputs']} rows but "
+                                      f"'{outputs['name']}' has {outputs['outputs']} outputs")
+
+
+@register_layer_parser
+class BinaryCrossEntropyCostParser(_ElementCostParser):
+    """cost.crossent2: -(t log y + (1-t) log(1-y)) summed over elements."""
+
+    type_name = "cost.crossent2"
+
+
+@register_layer_parser
+class RobustFlickrCostParser(_ElementCostParser):
+    """cost.rflickr: log(1 + (y-t)^2) summed over elements."""
+
+    type_name = "cost.rflickr"
+
+
 # ---------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------
@@ -958,15 +1299,22 @@ def _definition_entry(sec):
         for name in inputs:
             if not _NAME_RE.fullmatch(name):
                 raise sec.error("inputs", f"'{name}' is not a layer name")
-            if inputs.count(name) > 1:
-                raise sec.error("inputs", f"'{name}' is listed twice")
         if len(inputs) < parser.min_inputs or (parser.max_inputs is not None and len(inputs) > parser.max_inputs):
             wanted = (f"exactly {parser.min_inputs}" if parser.min_inputs == parser.max_inputs
                       else f"at least {parser.min_inputs}")
-            note = "; to feed several layers into a conv, concat them first" if type_name in ("conv", "local") else ""
-            raise sec.error("inputs", f"a {type_name} layer takes {wanted} input(s), got {len(inputs)}{note}")
+            raise sec.error("inputs", f"a {type_name} layer takes {wanted} input(s), got {len(inputs)}")
     layer = {"name": sec.name, "type": type_name, "inputs": inputs}
-    gpu = sec.get_int("gpu", None, minimum=0)
+    gpu, replicas = None, None
+    if sec.has("gpu"):
+        # cuda-convnet2: gpu=0,1 makes data-parallel replicas of the layer on those devices
+        replicas = sec.get_list("gpu", len(_split_top_level(sec.get_str("gpu"))), _parse_int)
+        for device in replicas:
+            sec._check_range("gpu", device, 0, None)
+        if len(set(replicas)) != len(replicas):
+            raise sec.error("gpu", f"'{sec.get_str('gpu')}' lists a device twice")
+        gpu = replicas[0]
+        if len(replicas) > 1:
+            layer["replicas"] = replicas
     neuron = None
     if parser.takes_neuron and sec.has("neuron"):
         neuron = sec.convert("neuron", sec.get_str("neuron"), _canonical_neuron)
@@ -1003,21 +1351,53 @@ def _topological_order(names, inputs_of, sections):
     return order
 
 
+# The 2012 release's per-layer quantization of activations (quantF) and gradients (quantB):
+# "default" (none) or "half"; any layer's layer-params section may give them.
+_QUANTIZATION_KEYS = frozenset({"quantF", "quantB"})
+
+
 def _apply_params_file(params_path, layers, parsers, def_sections, resuming):
     """Reads the layer-params file and applies it to every layer (in place)."""
     sections = {sec.name: sec for sec in _read_ini(params_path)}
     layers_by_name = {layer["name"]: layer for layer in layers}
     for name, sec in sections.items():
         if name not in layers_by_name:
-            raise sec.error(None, "no layer of this name in the layer definition")
+            warn(f"{params_path}: [{name}] has no layer of this name in the layer definition; ignored")
+            continue
         parser = parsers[name]
         definition_only = parser.definition_keys() - set(parser.tunable_keys) - {"type"}
-        _check_keys(sec, set(parser.tunable_keys) | set(parser.learning_keys), definition_only,
+        _check_keys(sec, set(parser.tunable_keys) | set(parser.learning_keys) | _QUANTIZATION_KEYS, definition_only,
                     "layer definition file")
+        for key in _QUANTIZATION_KEYS:
+            if sec.has(key) and sec.get_str(key).lower() != "default":
+                raise sec.error(key, f"'{sec.get_str(key)}': only default (float32 activations and gradients) is "
+                                     "supported")
     for layer in layers:
         name = layer["name"]
         source = _ParamSource(params_path, name, sections.get(name), def_sections.get(name), resuming)
         parsers[name].apply_params(source, layer, layers_by_name)
+
+
+def _share_connectivity(layers, sections):
+    """A sparse matrix shared through weightSource takes its owner's connectivity (as in
+    cuda-convnet): the same filters must see the same channels."""
+    for name, layer in layers.items():
+        conns = layer.get("filterConns")
+        if not conns or "weightSource" not in layer:
+            continue
+        sources = layer["weightSource"] if isinstance(layer["weightSource"], list) else [layer["weightSource"]]
+        for i, source in enumerate(sources):
+            if not source or conns[i] is None:
+                continue
+            match = _SOURCE_RE.fullmatch(source)
+            owner, index = match.group(1), int(match.group(2) or 0)
+            owner_conns = (layers.get(owner) or {}).get("filterConns")
+            if not owner_conns or index >= len(owner_conns) or owner_conns[index] is None:
+                raise sections[name].error("weightSource", f"input {i} uses randSparse but '{source}' does not")
+            if len(owner_conns[index]) != len(conns[i]):
+                raise sections[name].error("weightSource", f"'{source}' sees {len(owner_conns[index])} channels per "
+                                                           f"group set, input {i} {len(conns[i])}")
+            conns[i] = list(owner_conns[index])
 
 
 def load_layers(layer_def_path, layer_params_path, data_dims):
@@ -1077,6 +1457,7 @@ def load_layers(layer_def_path, layer_params_path, data_dims):
         parsers[name].resolve(owner_section[name], layer, inputs, data_dims)
         resolved.append(layer)
 
+    _share_connectivity(layers, owner_section)
     _apply_params_file(layer_params_path, resolved, parsers,
                        {sec.name: sec for sec in sections}, resuming=False)
     return resolved
@@ -1095,19 +1476,20 @@ def load_layer_params(layer_params_path, layers):
     return layers
 
 
-def learning_params(layer, progress):
+def learning_params(layer, progress, rng=None):
     """(epsW, epsB, momW, momB, wc) of a weight layer at training progress in [0, 1]: the
-    schedules evaluated, as Net.set_learning_params takes them."""
-    return ([schedule_value(s, progress) for s in layer["epsW"]], schedule_value(layer["epsB"], progress),
+    schedules evaluated, as Net.set_learning_params takes them (rng: the draws of noisy
+    schedules)."""
+    return ([schedule_value(s, progress, rng) for s in layer["epsW"]], schedule_value(layer["epsB"], progress, rng),
             list(layer["momW"]), layer["momB"], list(layer["wc"]))
 
 
-def set_learning_params(net, layers, progress):
+def set_learning_params(net, layers, progress, rng=None):
     """Sets every weight layer's learning parameters on net at progress in [0, 1]. The engine
     starts with all of them 0 (frozen): the schedules are evaluated here only."""
     for layer in layers:
         if "epsW" in layer:
-            net.set_learning_params(layer["name"], *learning_params(layer, progress))
+            net.set_learning_params(layer["name"], *learning_params(layer, progress, rng))
 
 
 def output_layer(layers_by_name, name):

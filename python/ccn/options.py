@@ -71,6 +71,51 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
 
 
+class Refused(argparse.Action):
+    """An option of cuda-convnet this program does not take: one line saying what to use."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise ValueError(f"{option_string} is not supported: {self.help}")
+
+
+class NoEffect(argparse.Action):
+    """An option of cuda-convnet that tuned only how its GPU code ran: accepted, no effect."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        pass
+
+
+def add_originals(parser, refused, no_effect):
+    """Adds cuda-convnet's options this program refuses ({option: what to use instead}) or
+    accepts without effect ({option: why})."""
+    for option, instead in refused.items():
+        parser.add_argument(option, nargs="?", action=Refused, help=instead)
+    for option, why in no_effect.items():
+        parser.add_argument(option, nargs="?", action=NoEffect, help=f"accepted, no effect: {why}")
+
+
+# cuda-convnet (v1), the 2012 release and cuda-convnet2 options of convnet.py this program
+# does not take, each with what to do instead.
+CONVNET_REFUSED = {
+    "--conv-to-local": "change type=conv to type=local in a copy of the layer file and start from the "
+                       "checkpoint with --finetune (weights of changed layers are re-initialised)",
+    "--unshare-weights": "remove weightSource= from a copy of the layer file and start from the checkpoint "
+                         "with --finetune",
+    "--test-out": "test results are written to the run directory's metrics.csv; use --write-features=<softmax "
+                  "layer> --feature-path=DIR for per-case predictions",
+    "--pca-noise": "use --color-noise=<scale> (per-channel colour noise, cifar-cropped)",
+    "--max-test-err": "every test writes a checkpoint; keep the one you want",
+    "--num-gpus": "list the devices with --gpu, e.g. --gpu=0,1 or --gpu=cpu,cpu",
+    "--wupdate-freq": "weights are updated after every minibatch; use a larger --mini",
+    "--zip-save": "checkpoints are written uncompressed",
+}
+CONVNET_NO_EFFECT = {
+    "--conserve-mem": "memory here is planned once per batch size",
+    "--force-save": "a checkpoint is always written when training stops",
+    "--max-filesize": "checkpoints are one file each, of any size",
+}
+
+
 DEFAULTS = {
     "layer_def": None,
     "layer_params": None,
@@ -93,6 +138,8 @@ DEFAULTS = {
     "finetune": None,
     "seed": 0,
     "max_batches": 0,
+    "layer_path": "",
+    "save_file": None,
 }
 # Each provider declares the options it takes (ccn.data.ProviderOption).
 DEFAULTS.update({name: option.default for name, (option, _) in data.provider_options().items()})
@@ -105,7 +152,11 @@ def build_parser():
         argument_default=argparse.SUPPRESS,  # only options the user gave override a checkpoint's
     )
     a = p.add_argument
-    a("-f", dest="load_file", help="checkpoint to resume (a run directory loads its newest checkpoint)")
+    a("-f", "--load-file", dest="load_file", help="checkpoint to resume (a run directory loads its newest checkpoint)")
+    a("--save-file", dest="save_file", help="the run directory for the checkpoints (instead of a new one under "
+                                           "--save-path)")
+    a("--layer-path", dest="layer_path", help="folder prefixed to relative --layer-def / --layer-params paths")
+
     a("--layer-def", dest="layer_def", help="layer definition file (architecture)")
     a("--layer-params", dest="layer_params", help="layer parameter file (learning rates, ...)")
     a("--data-path", dest="data_path", help="data directory (provider default when omitted)")
@@ -133,6 +184,7 @@ def build_parser():
     for name, (option, providers) in data.provider_options().items():
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_bool if option.type is bool else option.type,
                            help=f"{_provider_help(name, providers)} (default {option.default})")
+    add_originals(p, CONVNET_REFUSED, CONVNET_NO_EFFECT)
     return p
 
 

@@ -59,7 +59,8 @@ def build_parser():
     def flag(name, dest, text):
         a(name, dest=dest, nargs="?", const=True, default=False, type=options._bool, help=text)
 
-    a("-f", dest="load_file", required=True, help="checkpoint file, or a run directory (its newest checkpoint)")
+    a("-f", "--load-file", dest="load_file", required=True,
+      help="checkpoint file, or a run directory (its newest checkpoint)")
     a("--out", dest="out", help="directory for the PNG files (default: the checkpoint's directory)")
     flag("--show", "show", "also open the figures in a window (where a display exists)")
     a("--show-cost", dest="show_cost", help="cost layer whose training and test curves to draw")
@@ -89,7 +90,24 @@ def build_parser():
     a("--gpu", dest="gpu", type=options._devices, help="logical devices for running the net (default: the checkpoint's)")
     a("--layer-params", dest="layer_params", help="layer-params file (default: the checkpoint's)")
     a("--allow-pickle", dest="allow_pickle", action="store_true", help="load an old pickle checkpoint (it can run code)")
+    options.add_originals(p, SHOWNET_REFUSED, {})
     return p
+
+
+# cuda-convnet's shownet.py options this one does not take, with what to use instead.
+_FEATURES = "use convnet.py -f CHECKPOINT --write-features=LAYER --feature-path=DIR"
+SHOWNET_REFUSED = {
+    "--write-features": _FEATURES,
+    "--feature-path": _FEATURES,
+    "--yuv-to-rgb": "the providers here give RGB images",
+    "--save-preds": "--show-preds writes its figure to --out as a PNG",
+    "--local-plane": "use --show-filters with --input-idx and --channels",
+    "--show-data-grad": "not drawn; use --show-maps on the data layer",
+    "--webcam": "not supported",
+    "--train-range": "shownet draws test images: use --test-range",
+    "--multiview-test": "use convnet.py -f CHECKPOINT --test-only=1 --multiview-test=1",
+    "--logreg-name": "use convnet.py -f CHECKPOINT --test-only=1 --multiview-test=1 --logreg-name=NAME",
+}
 
 
 def shownet(args):

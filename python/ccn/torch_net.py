@@ -79,6 +79,10 @@ class TorchNet(torch.nn.Module):
                                  [l for l in self.layers if not l["type"].startswith("cost.")][-1]["name"])
         unsupported = [l for l in self.layers if l["type"] not in _LAYERS and l["type"] != "data"
                        and not l["type"].startswith("cost.")]
+        sparse = [l for l in self.layers if any(c is not None for c in l.get("filterConns") or [])]
+        if sparse:
+            raise ValueError(f"to_torch: layer '{sparse[0]['name']}' has randSparse=1 connectivity, which is not "
+                             "translated")
         if unsupported:
             raise ValueError(f"to_torch: layer '{unsupported[0]['name']}' has type {unsupported[0]['type']}, "
                              f"which is not translated (translated: {', '.join(sorted(_LAYERS))})")
@@ -178,6 +182,12 @@ _LAYERS = {
     "neuron": lambda net, layer, inputs: _neuron(layer["neuron"], inputs[0]),
     "softmax": lambda net, layer, inputs: F.softmax(inputs[0].reshape(inputs[0].shape[0], -1), dim=1),
     "dropout": lambda net, layer, inputs: inputs[0],  # inverted dropout: the identity when testing
+    # dropout2 / hs keep units unscaled in training, so testing multiplies by keep
+    "dropout2": lambda net, layer, inputs: inputs[0] * layer["keep"] if layer.get("enable", True) else inputs[0],
+    "hs": lambda net, layer, inputs: inputs[0] * layer["keep"] if layer.get("enable", True) else inputs[0],
+    # rows stacked: for images of one size the same as stacking their channels
+    "pass": lambda net, layer, inputs: torch.cat([x.reshape(x.shape[0], -1) for x in inputs], dim=1),
+    "href": lambda net, layer, inputs: torch.flip(_as_image(inputs[0], layer), dims=[3]),
     "eltsum": lambda net, layer, inputs: sum(c * x for c, x in zip(layer.get("coeffs") or [1.0] * len(inputs), inputs)),
     "eltmax": lambda net, layer, inputs: torch.stack(inputs).amax(dim=0),
     "concat": lambda net, layer, inputs: torch.cat([x.reshape(x.shape[0], -1) for x in inputs], dim=1),

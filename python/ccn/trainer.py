@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import _core, checkpoint, config, data, distributed, weights
+from . import _core, checkpoint, config, constraints, data, distributed, weights
 from .weights import WEIGHT_TYPES
 
 
@@ -121,7 +121,13 @@ class Trainer:
         else:
             self.layers = config.load_layers(op["layer_def"], op["layer_params"], data_dims)
         self.by_name = {layer["name"]: layer for layer in self.layers}
+        self.constrained = constraints.constrained_layers(self.layers)
+        # cuda-convnet2's updatePeriod: these layers update once per k minibatches
+        self.periodic = {layer["name"]: layer["updatePeriod"] for layer in self.layers if layer.get("updatePeriod")}
+        self._minibatches, self._accumulated = 0, {}
         self.world = distributed.world()
+        if self.world.size > 1 and self.periodic:
+            raise ValueError(f"updatePeriod > 1 (layer '{next(iter(self.periodic))}') is not supported under MPI")
         if self.world.size > 1:
             distributed.check_agreement(self.world, "the layer definition", self.layers)
             distributed.check_agreement(self.world, "the options", {k: v for k, v in op.items() if k != "gpu"})
@@ -162,7 +168,8 @@ class Trainer:
         op = self.op
         params = dict(seed=op["seed"], **data.provider_params(op["data_provider"], op, test))
         if multiview:
-            if not getattr(data.PROVIDERS[op["data_provider"]], "multiview_capable", False):
+            provider, _ = data.resolve_provider_name(op["data_provider"])
+            if not getattr(data.PROVIDERS[provider], "multiview_capable", False):
                 raise ValueError(f"--multiview-test: the {op['data_provider']} provider has a single view")
             params.update(multiview=True)
         return data.get_provider(op["data_provider"], op["data_path"], batch_range, test=test, **params)
@@ -197,10 +204,12 @@ class Trainer:
         return (self.epoch + 1, batch_range[0]) if i == len(batch_range) - 1 else (self.epoch, batch_range[i + 1])
 
     def _set_learning_params(self):
-        """Evaluates the schedules at the run's progress (batches done / batches planned)."""
+        """Evaluates the schedules at the run's progress (batches done / batches planned);
+        noisy schedules (the 2012 release's) draw from the seed and the batch count."""
         batches = len(self.train_dp.batch_range) if self.train_dp else 1
         progress = min(1.0, self.batches_done / max(1, self.op["epochs"] * batches))
-        config.set_learning_params(self.net, self.layers, progress)
+        noise = np.random.default_rng([self.op["seed"], self.batches_done, 0x5EED])
+        config.set_learning_params(self.net, self.layers, progress, noise)
 
     # -- training ------------------------------------------------------------------------
     def nothing_left(self):
@@ -324,13 +333,16 @@ class Trainer:
         rank takes its shard of every minibatch and the gradients are summed over the ranks."""
         totals = CostTotals(self.topk)
         for s, e in _slices(num_cases, self.op["mini"], self.multiple):
-            if self.world.size == 1:
+            if self.world.size == 1 and self.periodic:
+                costs = self._train_slice_periodic(s, e)
+            elif self.world.size == 1:
                 costs = self.net.train_slice(s, e)
             else:
                 self.net.fprop_slice(*distributed.shard(s, e, self.world), True)
                 self.sum_gradients.backward()
                 self.net.update(e - s)
                 costs = self._summed_costs()
+            constraints.apply(self.net, self.constrained)
             self._check_finite(costs, f"epoch {epoch}, batch {batchnum}, cases {s}-{e - 1}")
             totals.add(costs, e - s)
         return totals
@@ -353,6 +365,32 @@ class Trainer:
             from tqdm import tqdm
             tqdm.write(text, file=sys.stdout)
             sys.stdout.flush()
+
+    def _train_slice_periodic(self, s, e):
+        """A training step where the layers with updatePeriod k > 1 update only every k-th
+        minibatch, with the mean of the k minibatches' gradients (cuda-convnet2's rule: the
+        update divides by k times the minibatch size). The count restarts on resume."""
+        self.net.fprop_slice(s, e, True)
+        self.net.bprop()
+        self._minibatches += 1
+        held = {}
+        for name, period in self.periodic.items():
+            grads = self.net.get_grads(name)
+            acc = self._accumulated.setdefault(name, {"weights": [np.zeros_like(w) for w in grads["weights"]],
+                                                      "biases": np.zeros_like(grads["biases"])})
+            for total, g in zip(acc["weights"], grads["weights"]):
+                total += g
+            acc["biases"] += grads["biases"]
+            if self._minibatches % period:
+                held[name] = self.net.get_params(name)  # put back after the update: no step this time
+            else:
+                self.net.set_grads(name, {"weights": [w / period for w in acc["weights"]],
+                                          "biases": acc["biases"] / period})
+                del self._accumulated[name]
+        self.net.update(e - s)
+        for name, params in held.items():
+            self.net.set_params(name, params)
+        return self.net.costs()
 
     def _check_finite(self, costs, where):
         """After every step: the devices flag any NaN or Inf (activations, gradients, updated

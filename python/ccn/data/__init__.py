@@ -6,13 +6,14 @@
     # labels: float32 (1, numCases), class indices
 
 Registered providers (PROVIDERS): fashion-mnist, cifar, cifar-cropped, dummy, image (make-data
-JPEG batches), images (class folders).
+JPEG batches), images (class folders); and dummy-cn-N (PROVIDER_PATTERNS): the dummy provider
+with N flat rows, as cuda-convnet named it.
 """
 from .base import (PROVIDERS, BackgroundLoader, CorruptDataError, DataProvider, MissingDataError,
                    ProviderOption, get_provider, parse_batch_range, provider_options, provider_params,
-                   register_provider)
+                   register_provider, register_provider_pattern, resolve_provider_name)
 from . import cifar, dummy, fashion_mnist, image, images  # noqa: F401  (register the providers)
 
 __all__ = ["PROVIDERS", "BackgroundLoader", "CorruptDataError", "DataProvider", "MissingDataError",
            "ProviderOption", "get_provider", "parse_batch_range", "provider_options", "provider_params",
-           "register_provider"]
+           "register_provider", "register_provider_pattern", "resolve_provider_name"]

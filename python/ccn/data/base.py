@@ -13,11 +13,13 @@ by ``(seed, epoch, batchnum)``, so a resumed run draws exactly what the original
 """
 import concurrent.futures
 import inspect
+import re
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 PROVIDERS = {}
+PROVIDER_PATTERNS = []  # (compiled regex, provider name, match -> params), for names like dummy-cn-3072
 
 
 class ProviderOption(NamedTuple):
@@ -42,12 +44,35 @@ def provider_options():
     return found
 
 
+def register_provider_pattern(pattern, provider, params_of_match):
+    """Makes names matching ``pattern`` build ``provider`` with ``params_of_match(match)``
+    added to the caller's parameters (e.g. dummy-cn-N: the dummy provider with N rows)."""
+    PROVIDER_PATTERNS.append((re.compile(pattern), provider, params_of_match))
+
+
+def resolve_provider_name(name):
+    """(registered provider name, parameters the name implies) for a name or a pattern name."""
+    if name in PROVIDERS:
+        return name, {}
+    for pattern, provider, params_of_match in PROVIDER_PATTERNS:
+        match = pattern.fullmatch(str(name))
+        if match:
+            return provider, params_of_match(match)
+    known = sorted(PROVIDERS) + [p.pattern for p, _, _ in PROVIDER_PATTERNS]
+    raise ValueError(f"unknown data provider {name!r}; known: {', '.join(known)}")
+
+
 def provider_params(name, op, test):
-    """The keyword parameters of provider `name` for one phase, taken from the options dict op."""
-    if name not in PROVIDERS:
-        raise ValueError(f"unknown data provider {name!r}; known: {', '.join(sorted(PROVIDERS))}")
+    """The keyword parameters of provider `name` for one phase, taken from the options dict op.
+    An option of another provider set to other than its default is refused (never ignored)."""
+    provider, _ = resolve_provider_name(name)
     phase = "test" if test else "train"
-    return {o.name: op.get(o.name, o.default) for o in PROVIDERS[name].options if o.phase in ("both", phase)}
+    declared = {o.name for o in PROVIDERS[provider].options}
+    for option_name, (option, providers) in provider_options().items():
+        if option_name not in declared and op.get(option_name, option.default) != option.default:
+            raise ValueError(f"--{option_name.replace('_', '-')}: the {name} provider does not take it "
+                             f"({', '.join(providers)} do)")
+    return {o.name: op.get(o.name, o.default) for o in PROVIDERS[provider].options if o.phase in ("both", phase)}
 
 
 class MissingDataError(FileNotFoundError):
@@ -78,8 +103,8 @@ def get_provider(name, data_path, batch_range, test=False, **params):
     test: True for a test provider (no shuffling or random augmentation).
     params: provider-specific keyword parameters (seed, multiview, inner_size, ...).
     """
-    if name not in PROVIDERS:
-        raise ValueError(f"unknown data provider {name!r}; known: {', '.join(sorted(PROVIDERS))}")
+    name, implied = resolve_provider_name(name)
+    params = {**implied, **params}
     cls = PROVIDERS[name]
     accepted = [p for p in inspect.signature(cls.__init__).parameters
                 if p not in ("self", "data_path", "batch_range", "test")]
@@ -254,9 +279,10 @@ class DataProvider:
         return None
 
     def get_data_dims(self, idx=0):
-        """(channels, imgSizeY, imgSizeX) for idx 0 (data); 1 for idx 1 (labels: one row)."""
+        """(channels, imgSizeY, imgSizeX) for idx 0 (data; an int for flat data); 1 for idx 1
+        (labels: one row)."""
         if idx == 0:
-            return tuple(self.data_dims)
+            return self.data_dims if isinstance(self.data_dims, int) else tuple(self.data_dims)
         if idx == 1:
             return 1
         raise ValueError(f"get_data_dims: idx must be 0 (data) or 1 (labels), got {idx!r}")

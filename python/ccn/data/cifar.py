@@ -1,11 +1,16 @@
-"""CIFAR-10 providers on the python batch format: ``cifar`` (whole 3x32x32 images) and
-``cifar-cropped`` (cuda-convnet's random crops + flips for training, centre or 10-view test).
+"""CIFAR-10 providers: ``cifar`` (whole 3x32x32 images) and ``cifar-cropped`` (cuda-convnet's
+random crops + flips for training, centre or 10-view test).
 
-Files in data_path: data_batch_1..data_batch_5 and test_batch, pickles of a dict with
-b'data' (10000x3072 uint8, one image per row: R plane (32x32 row-major), then G, then B)
-and b'labels' (10000 ints); batches.meta with b'label_names' and, in cuda-convnet's own
-batches, b'data_mean' (3072 floats, pixel units). Batch numbers follow cuda-convnet: 1..5
-are the training batches, 6 is test_batch. Pickles from Python 2 (byte-string keys) and
+Two layouts of the files in data_path are read, told apart by their shapes:
+* the python release: data_batch_1..data_batch_5 and test_batch, pickles of a dict with
+  b'data' (10000x3072 uint8, one image per row: R plane (32x32 row-major), then G, then B)
+  and b'labels' (10000 ints); batches.meta with b'label_names';
+* cuda-convnet's own batches: data_batch_1..data_batch_6 (6 is the test batch), 'data'
+  uint8 (3072, numCases), one image per column; batches.meta with 'label_names',
+  'num_vis' (3072) and 'data_mean' (3072 or 3072x1 floats, pixel units).
+A (3072, 3072) batch is read as columns when batches.meta has data_mean, else as rows.
+Batch numbers follow cuda-convnet: 1..5 are the training batches, 6 the test batch
+(test_batch, or data_batch_6 when there is no test_batch). Pickles from Python 2 (byte-string keys) and
 Python 3 (str keys) both load. Loading a pickle runs code chosen by whoever wrote it: only
 point data_path at files you trust.
 
@@ -71,9 +76,15 @@ def _file_key(paths):
 
 @register_provider("cifar")
 class CIFARProvider(DataProvider):
-    """CIFAR-10 whole images; params: seed, shuffle (training batches only), scale."""
+    """CIFAR-10 whole images; params: seed, shuffle (training batches only), scale, scalar_mean."""
 
-    def __init__(self, data_path, batch_range, test=False, seed=0, shuffle=True, scale=1.0):
+    options = (
+        ProviderOption("scalar_mean", float, -1.0, "subtract this value from every pixel instead of the mean "
+                                                   "image (cuda-convnet's option; -1: the mean image)"),
+    )
+
+    def __init__(self, data_path, batch_range, test=False, seed=0, shuffle=True, scale=1.0, scalar_mean=-1.0):
+        self.scalar_mean = None if scalar_mean is None or scalar_mean < 0 else float(scalar_mean)
         if data_path is None:
             raise ValueError(f"the {self.name} provider needs a data path (--data-path=<folder with "
                              f"data_batch_1..5, test_batch and batches.meta>)")
@@ -83,6 +94,18 @@ class CIFARProvider(DataProvider):
 
     def valid_batches(self):
         return range(1, TEST_BATCH + 1)
+
+    def _subtracted_mean(self, meta, meta_path):
+        """The mean subtracted from every image: scalar_mean at every pixel when given (as
+        cuda-convnet's --scalar-mean), else batches.meta's data_mean, else the training mean."""
+        if self.scalar_mean is not None:
+            return np.full(PIXELS, self.scalar_mean, dtype=np.float32)
+        if "data_mean" in meta:
+            mean = np.asarray(meta["data_mean"], dtype=np.float32)
+            if mean.size != PIXELS:
+                raise CorruptDataError(f"{meta_path}: data_mean has {mean.size} values, expected {PIXELS}")
+            return mean.reshape(PIXELS)
+        return self._training_stats()[0]
 
     def default_batch_range(self, test):
         return [TEST_BATCH] if test else list(range(1, NUM_TRAIN_BATCHES + 1))
@@ -100,17 +123,17 @@ class CIFARProvider(DataProvider):
             path = self._batch_path(batchnum)
             if not os.path.isfile(path):
                 load_pickle(path)  # raises the MissingDataError naming the file
-        if "data_mean" in meta:
-            mean = np.asarray(meta["data_mean"], dtype=np.float32)
-            if mean.size != PIXELS:
-                raise CorruptDataError(f"{meta_path}: data_mean has {mean.size} values, expected {PIXELS}")
-            self._mean = mean.reshape(PIXELS)
-        else:
-            self._mean = self._training_stats()[0]
+        self._columns_if_square = "data_mean" in meta
+        self._mean = self._subtracted_mean(meta, meta_path)
         self.data_dims = (CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
 
     def _batch_path(self, batchnum):
-        return os.path.join(self.data_path, batch_file_name(batchnum))
+        path = os.path.join(self.data_path, batch_file_name(batchnum))
+        if batchnum == TEST_BATCH and not os.path.isfile(path):
+            own_layout = os.path.join(self.data_path, f"data_batch_{TEST_BATCH}")
+            if os.path.isfile(own_layout):
+                return own_layout
+        return path
 
     def read_batch(self, batchnum):
         """(images uint8 (n, 3072), labels int64 (n,)) of one batch file, validated."""
@@ -121,9 +144,12 @@ class CIFARProvider(DataProvider):
                 raise CorruptDataError(f"{path}: no {key!r} entry")
         images = batch["data"]
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 \
-                or images.shape[1] != PIXELS:
+                or PIXELS not in images.shape:
             desc = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
-            raise CorruptDataError(f"{path}: 'data' must be a uint8 array of shape (numCases, {PIXELS}), found {desc}")
+            raise CorruptDataError(f"{path}: 'data' must be a uint8 array of shape (numCases, {PIXELS}) (python "
+                                   f"release) or ({PIXELS}, numCases) (cuda-convnet's batches), found {desc}")
+        if images.shape[0] == PIXELS and (images.shape[1] != PIXELS or self._columns_if_square):
+            images = np.ascontiguousarray(images.T)  # cuda-convnet's layout: one image per column
         labels = np.asarray(batch["labels"])
         if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
             raise CorruptDataError(f"{path}: 'labels' must be {len(images)} ints, found {labels.dtype} {labels.shape}")
@@ -191,16 +217,17 @@ class CIFARProvider(DataProvider):
 class CroppedCIFARProvider(CIFARProvider):
     """CIFAR-10 crops; params: seed, shuffle, scale, inner_size, crop_border, multiview, color_noise."""
 
-    options = (
+    options = CIFARProvider.options + (
         ProviderOption("crop_border", int, 4, "pixels cropped from each border (crops of 32 - 2*N)"),
-        ProviderOption("inner_size", int, 0, "size of the square crops; overrides --crop-border (0: unset)"),
+        ProviderOption("inner_size", int, 0, "size of the square crops; overrides --crop-border (0: unset); "
+                                             "dummy: the image size (3 x N x N)"),
         ProviderOption("color_noise", float, 0.0, "std of per-channel colour noise, in units of each "
                                                   "channel's pixel std (training only)", phase="train"),
     )
     multiview_capable = True
 
     def __init__(self, data_path, batch_range, test=False, seed=0, shuffle=True, scale=1.0,
-                 inner_size=0, crop_border=4, multiview=False, color_noise=0.0):
+                 inner_size=0, crop_border=4, multiview=False, color_noise=0.0, scalar_mean=-1.0):
         self.inner_size = self._resolve_inner_size(inner_size, crop_border)
         if multiview and not test:
             raise ValueError("multiview applies to test providers only (test=True)")
@@ -209,7 +236,7 @@ class CroppedCIFARProvider(CIFARProvider):
         self.color_noise = float(color_noise)
         if not self.color_noise >= 0:
             raise ValueError(f"color_noise must be >= 0, got {color_noise!r}")
-        super().__init__(data_path, batch_range, test, seed, shuffle, scale)
+        super().__init__(data_path, batch_range, test, seed, shuffle, scale, scalar_mean)
 
     @staticmethod
     def _resolve_inner_size(inner_size, crop_border):

@@ -1,13 +1,19 @@
-"""Dummy provider: random images and labels of given sizes, for tests and benchmarks.
+"""Dummy provider: random images and labels of given sizes, for tests, benchmarks and for
+running a net of any input size without data.
 
-Batch b holds batch_size cases: data standard-normal float32 (C*H*W, batch_size) in
+Batch b holds batch_size cases: data standard-normal float32 (rows, batch_size) in
 cuda-convnet's layout, labels uniform in 0..num_classes-1, both a function of (seed, b)
 only, so every epoch sees the same batch b. Batches 1..num_batches are the training
 range, batch num_batches+1 the test batch. No files are read (data_path is ignored).
+
+Input shape: ``dims`` = (channels, imgSizeY, imgSizeX), or an int for flat rows (a layer
+then reads them as square images through its channels= key, as in cuda-convnet);
+``inner_size`` = S gives (3, S, S). ``dummy-cn-N`` (cuda-convnet's name) is this
+provider with N flat rows.
 """
 import numpy as np
 
-from .base import DataProvider, labels_row, register_provider
+from .base import DataProvider, ProviderOption, labels_row, register_provider, register_provider_pattern
 
 
 def _positive_int(name, value):
@@ -18,17 +24,30 @@ def _positive_int(name, value):
 
 @register_provider("dummy")
 class DummyProvider(DataProvider):
-    """Random data; params: dims=(C, H, W), num_classes, batch_size, num_batches, seed."""
+    """Random data; params: dims=(C, H, W) or rows, inner_size, num_classes, batch_size,
+    num_batches, seed."""
+
+    options = (
+        ProviderOption("inner_size", int, 0, "size of the square crops; overrides --crop-border (0: unset); "
+                                             "dummy: the image size (3 x N x N)"),
+        ProviderOption("batch_size", int, 128, "cases per batch"),
+        ProviderOption("num_batches", int, 4, "training batches (batch num_batches+1 is the test batch)"),
+    )
 
     def __init__(self, data_path, batch_range, test=False, seed=0, dims=(3, 32, 32), num_classes=10,
-                 batch_size=128, num_batches=4):
-        try:
-            dims = tuple(dims)
-        except TypeError:
-            raise ValueError(f"dims must be (channels, imgSizeY, imgSizeX), got {dims!r}") from None
-        if len(dims) != 3:
-            raise ValueError(f"dims must be (channels, imgSizeY, imgSizeX), got {dims!r}")
-        self.data_dims = tuple(_positive_int("dims", d) for d in dims)
+                 batch_size=128, num_batches=4, inner_size=0):
+        if inner_size:
+            dims = (3, _positive_int("inner_size", inner_size), int(inner_size))
+        if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
+            self.data_dims = _positive_int("dims", dims)
+        else:
+            try:
+                dims = tuple(dims)
+            except TypeError:
+                raise ValueError(f"dims must be (channels, imgSizeY, imgSizeX) or rows, got {dims!r}") from None
+            if len(dims) != 3:
+                raise ValueError(f"dims must be (channels, imgSizeY, imgSizeX) or rows, got {dims!r}")
+            self.data_dims = tuple(_positive_int("dims", d) for d in dims)
         self.label_names = [f"class {k}" for k in range(_positive_int("num_classes", num_classes))]
         self.batch_size = _positive_int("batch_size", batch_size)
         self.num_batches = _positive_int("num_batches", num_batches)
@@ -49,3 +68,6 @@ class DummyProvider(DataProvider):
         data = rng.standard_normal((rows, self.batch_size), dtype=np.float32)
         labels = rng.integers(0, len(self.label_names), size=self.batch_size)
         return [data, labels_row(labels)]
+
+
+register_provider_pattern(r"dummy-cn-(\d+)", "dummy", lambda match: {"dims": int(match.group(1))})

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Runs every layer-definition / layer-params pair under a folder through convnet.py.
+
+    PYTHONPATH=python python tools/compat_check.py --corpus DIR [--mini 8] [--timeout 600]
+
+Pairs follow cuda-convnet's naming: ``layers<X>.cfg`` goes with ``layer-params<X>.cfg`` and
+with every ``layer-params<X>-<variant>.cfg`` beside it. For each pair the script finds the
+net's input size by parsing it at the usual sizes (32 and 24 for CIFAR nets, 224 and 227 for
+ImageNet nets, else 32), writes tiny data in the format the net needs (16 CIFAR images
+per batch in cuda-convnet's own batch layout for 32 or 24 pixel nets, read whole or as
+centre/random crops; the dummy provider at the net's size otherwise), trains one data
+batch of two minibatches on the CPU (one CPU device per gpu= index the net uses), tests
+once, and prints one row per pair: pair, parsed, trained (yes; NaN: it ran but its
+learning rates diverged on this data; n/a: a failure the originals share, or replicas),
+test error, first error line. The exit status is 0 when no pair failed otherwise.
+"""
+import argparse
+import configparser
+import os
+import pickle
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CANDIDATE_SIZES = (32, 24, 224, 227)
+CASES_PER_BATCH = 16
+ERROR_RE = re.compile(r"test \S+: cost [0-9.]+, error ([0-9.]+)")  # the first epoch line's test error
+
+
+def find_pairs(corpus):
+    """[(layers path, layer-params path or None)], by cuda-convnet's file naming: a params
+    file goes with the definition whose suffix is the longest prefix of its own."""
+    pairs = []
+    for folder, _, files in sorted(os.walk(corpus)):
+        definitions = {m.group(1): name for name in files if (m := re.fullmatch(r"layers(.*)\.cfg", name))}
+        paired = {suffix: [] for suffix in definitions}
+        for name in sorted(files):
+            match = re.fullmatch(r"layer-params(.*)\.cfg", name)
+            if not match:
+                continue
+            owners = [s for s in definitions if match.group(1) == s or match.group(1).startswith(s + "-")]
+            if owners:
+                paired[max(owners, key=len)].append(name)
+        for suffix, name in sorted(definitions.items(), key=lambda item: item[1]):
+            for params in paired[suffix] or [None]:
+                pairs.append((os.path.join(folder, name), params and os.path.join(folder, params)))
+    return pairs
+
+
+def rejected_by_originals(layer_def):
+    """Why cuda-convnet's own parsers refused this definition (None when they did not)."""
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(layer_def)
+    except configparser.Error:
+        return None
+    for section in parser.sections():
+        kind = parser.get(section, "type", fallback="")
+        if kind in ("rnorm", "cnorm", "cmrnorm") and not parser.has_option(section, "size"):
+            return f"[{section}] ({kind}) has no size= (every version's norm parser requires it)"
+    return None
+
+
+def uses_replicas(layer_def):
+    """Whether some layer lists several gpus (gpu=0,1: data-parallel replicas)."""
+    with open(layer_def, encoding="utf-8", errors="replace") as f:
+        return any(re.match(r"\s*gpu\s*=.*,", line) for line in f)
+
+
+def devices_needed(layer_def):
+    """1 + the largest gpu= index in the definition file (a replica list counts its largest)."""
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(layer_def)
+    except configparser.Error:
+        return 1
+    top = 0
+    for section in parser.sections():
+        for entry in parser.get(section, "gpu", fallback="0").split(","):
+            if entry.strip().isdigit():
+                top = max(top, int(entry.strip()))
+    return top + 1
+
+
+def input_size(layer_def, layer_params):
+    """The first candidate image size the net parses at (None when none does)."""
+    sys.path.insert(0, os.path.join(ROOT, "python"))
+    from ccn import config
+    for size in CANDIDATE_SIZES:
+        try:
+            config.load_layers(layer_def, layer_params, {0: (3, size, size), 1: 1})
+            return size
+        except Exception:  # noqa: BLE001 - any failure means "not this size"
+            continue
+    return None
+
+
+def write_cifar_batches(folder, rng):
+    """cuda-convnet's own CIFAR layout: data uint8 (3072, N), batches.meta with data_mean."""
+    os.makedirs(folder, exist_ok=True)
+    total = np.zeros((3072, 1))
+    for batchnum in range(1, 7):
+        data = rng.integers(0, 256, size=(3072, CASES_PER_BATCH), dtype=np.uint8)
+        labels = [int(x) for x in rng.integers(0, 10, size=CASES_PER_BATCH)]
+        if batchnum <= 5:
+            total += data.sum(axis=1, keepdims=True)
+        with open(os.path.join(folder, f"data_batch_{batchnum}"), "wb") as f:
+            pickle.dump({"data": data, "labels": labels, "batch_label": f"batch {batchnum}"}, f)
+    meta = {"data_mean": (total / (5 * CASES_PER_BATCH)).astype(np.float32), "num_vis": 3072,
+            "label_names": [f"class {k}" for k in range(10)]}
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump(meta, f)
+
+
+def data_options(size, cifar_dir):
+    if size == 32:
+        return ["--data-provider=cifar", f"--data-path={cifar_dir}", "--train-range=1", "--test-range=6"]
+    if size is not None and size < 32:
+        return ["--data-provider=cifar-cropped", f"--inner-size={size}", f"--data-path={cifar_dir}",
+                "--train-range=1", "--test-range=6"]
+    size = size or 32
+    return [f"--data-provider=dummy-cn-{3 * size * size}", f"--batch-size={CASES_PER_BATCH}",
+            "--train-range=1", "--test-range=2"]
+
+
+def run_pair(layer_def, layer_params, cifar_dir, save_dir, mini, timeout):
+    """(parsed, trained, test error or None, first error line or '')."""
+    if layer_params is None:
+        return False, False, None, "no layer-params file for this definition"
+    size = input_size(layer_def, layer_params)
+    devices = ",".join(["cpu"] * devices_needed(layer_def))
+    cmd = [sys.executable, os.path.join(ROOT, "convnet.py"), f"--layer-def={layer_def}",
+           f"--layer-params={layer_params}", f"--save-path={save_dir}", f"--mini={mini}", "--epochs=1",
+           "--max-batches=1", f"--gpu={devices}", "--test-one=1"] + data_options(size, cifar_dir)
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return True, False, None, f"timed out after {timeout} s"
+    out = proc.stdout + proc.stderr
+    errors = [line.strip() for line in out.splitlines() if "error:" in line or "Error" in line]
+    match = ERROR_RE.search(out)
+    test_error = float(match.group(1)) if match else None
+    if proc.returncode == 0:
+        return True, True, test_error, ""
+    first = errors[0] if errors else (out.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+    parsed = "training on" in out
+    return parsed, False, test_error, first
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", required=True, help="folder searched (recursively) for layer files")
+    p.add_argument("--mini", type=int, default=8, help="minibatch size (default 8: two minibatches)")
+    p.add_argument("--timeout", type=int, default=600, help="seconds allowed per pair")
+    args = p.parse_args(argv)
+    pairs = find_pairs(args.corpus)
+    if not pairs:
+        print(f"compat_check: no layers*.cfg under {args.corpus}", file=sys.stderr)
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="compat_check_") as tmp:
+        cifar_dir = os.path.join(tmp, "cifar")
+        write_cifar_batches(cifar_dir, np.random.default_rng(0))
+        print(f"{'pair':<72} {'parsed':<6} {'trained':<7} {'error':<6} first error line")
+        for layer_def, layer_params in pairs:
+            name = os.path.relpath(layer_def, args.corpus)
+            if layer_params:
+                name += " + " + os.path.basename(layer_params)
+            parsed, trained, err, first = run_pair(layer_def, layer_params, cifar_dir,
+                                                   os.path.join(tmp, "runs"), args.mini, args.timeout)
+            status = "yes" if trained else "no"
+            reason = rejected_by_originals(layer_def)
+            if not trained and reason:
+                status, first = "n/a", f"rejected by the originals' parsers too: {reason}"
+            elif not trained and uses_replicas(layer_def):
+                status, first = "n/a", f"needs data-parallel replicas (gpu=a,b,...): {first}"
+            elif not trained and "NaN or Inf" in first:
+                status = "NaN"  # it ran: forward, backward and updates; its rates diverge on this data
+            rows.append((name, parsed, status, err, first))
+            print(f"{name:<72} {'yes' if parsed else 'no':<6} {status:<7} "
+                  f"{'' if err is None else f'{err:.3f}':<6} {first}", flush=True)
+    counts = {status: sum(1 for r in rows if r[2] == status) for status in ("yes", "NaN", "no", "n/a")}
+    parsed = sum(1 for r in rows if r[1])
+    print(f"\nsummary: {len(rows)} pairs, {parsed} parsed, {counts['yes']} trained, {counts['NaN']} ran but "
+          f"diverged (NaN/Inf on this data), {counts['no']} failed, {counts['n/a']} expected failures "
+          "(rejected by cuda-convnet's parser, or need replicas)")
+    return 0 if counts["no"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
