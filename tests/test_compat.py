@@ -69,7 +69,7 @@ def test_compat_check_runs_a_corpus(tmp_path):
     (corpus / "layer-params-tiny-slow.cfg").write_text(SMALL_PARAMS.replace("epsW=0.0001", "epsW=0.00001"))
     (corpus / "layers-broken.cfg").write_text(SMALL_NET.replace("type=pool", "type=nosuchtype"))
     (corpus / "layer-params-broken.cfg").write_text(SMALL_PARAMS)
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python"))
+    env = dict(os.environ)  # the ccn this test runs with (installed, or a dev build)
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compat_check.py"), f"--corpus={corpus}"],
                           capture_output=True, text=True, env=env, timeout=300)
     lines = proc.stdout.splitlines()

@@ -197,3 +197,18 @@ def test_gradients_can_be_taken_layer_by_layer_during_bprop(tmp_path, device, la
         np.testing.assert_array_equal(grads["biases"], final["biases"], err_msg=name)
     with pytest.raises(ValueError, match="needs a bprop started"):
         watched.wait_gradients("fc10")
+
+
+def test_layers_inherit_their_first_inputs_replicas(tmp_path):
+    """cuda-convnet2's rule: a layer without gpu= runs where its first input runs, replicas
+    included; gpu= on a layer makes it single (or its own replicas)."""
+    text = NET.replace("[conv1]\ntype=conv", "[conv1]\ntype=conv\ngpu=0,1,2,3").replace(
+        "[fca]\ntype=fc", "[fca]\ntype=fc\ngpu=1").replace("[fcb]\ntype=fc", "[fcb]\ntype=fc\ngpu=2,3")
+    (tmp_path / "net.cfg").write_text(text)
+    (tmp_path / "params.cfg").write_text(PARAMS)
+    layers = {l["name"]: l for l in config.load_layers(str(tmp_path / "net.cfg"), str(tmp_path / "params.cfg"), DIMS)}
+    for name in ("conv1", "conv1_neuron", "pool1", "conv2", "conv2_neuron"):
+        assert layers[name]["replicas"] == [0, 1, 2, 3], name
+    assert "replicas" not in layers["fca"] and layers["fca"]["gpu"] == 1
+    assert layers["fcb_neuron"]["replicas"] == [2, 3] and layers["drop"]["replicas"] == [2, 3]
+    assert "replicas" not in layers["data"] and layers["data"]["gpu"] == 0

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs every layer-definition / layer-params pair under a folder through convnet.py.
 
-    PYTHONPATH=python python tools/compat_check.py --corpus DIR [--mini 8] [--timeout 600]
+    python tools/compat_check.py --corpus DIR [--mini 8] [--timeout 600]      # installed ccn
+    CCN_BUILD_DIR=build/dev PYTHONPATH=python python tools/compat_check.py --corpus DIR   # a dev build
 
 Pairs follow cuda-convnet's naming: ``layers<X>.cfg`` goes with ``layer-params<X>.cfg`` and
 with every ``layer-params<X>-<variant>.cfg`` beside it. For each pair the script finds the
@@ -88,7 +89,6 @@ def devices_needed(layer_def):
 
 def input_size(layer_def, layer_params):
     """The first candidate image size the net parses at (None when none does)."""
-    sys.path.insert(0, os.path.join(ROOT, "python"))
     from ccn import config
     for size in CANDIDATE_SIZES:
         try:
@@ -136,7 +136,7 @@ def run_pair(layer_def, layer_params, cifar_dir, save_dir, mini, timeout):
     cmd = [sys.executable, os.path.join(ROOT, "convnet.py"), f"--layer-def={layer_def}",
            f"--layer-params={layer_params}", f"--save-path={save_dir}", f"--mini={mini}", "--epochs=1",
            "--max-batches=1", f"--gpu={devices}", "--test-one=1"] + data_options(size, cifar_dir)
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ)  # the ccn the caller has: installed, or PYTHONPATH=python with CCN_BUILD_DIR
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:

@@ -1453,7 +1453,12 @@ def load_layers(layer_def_path, layer_params_path, data_dims):
     for name in order:
         layer = layers[name]
         inputs = [layers[i] for i in layer["inputs"]]
-        layer["gpu"] = gpus[name] if gpus[name] is not None else (inputs[0]["gpu"] if inputs else 0)
+        if gpus[name] is not None:
+            layer["gpu"] = gpus[name]
+        else:  # cuda-convnet2: a layer runs where its first input runs, replicas included
+            layer["gpu"] = inputs[0]["gpu"] if inputs else 0
+            if inputs and "replicas" in inputs[0]:
+                layer["replicas"] = list(inputs[0]["replicas"])
         parsers[name].resolve(owner_section[name], layer, inputs, data_dims)
         resolved.append(layer)
 
