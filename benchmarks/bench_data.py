@@ -31,7 +31,6 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
 GOAL = 10000  # images/s AlexNet trains at on the GPU target
 
 

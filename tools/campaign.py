@@ -3,7 +3,8 @@
 damaged checkpoints. Prints the counts; exits 1 if anything crashed, hung, left a traceback,
 loaded a damaged or foreign checkpoint silently, or lost a checkpoint.
 
-    PYTHONPATH=python python tools/campaign.py [--layer-files 1000] [--binding-calls 10000]
+    python tools/campaign.py [--layer-files 1000] [--binding-calls 10000]   # installed ccn
+    (a dev build: CCN_BUILD_DIR=build/dev PYTHONPATH=python python tools/campaign.py ...)
                                                [--kills 20] [--corruptions 50] [--seed 0]
 
 Layer files and binding calls run in a child process, one JSON line per case, so that a
@@ -265,7 +266,7 @@ def worker(kind, start, count, seed):
 def supervise(kind, total, seed, case_timeout):
     counts, examples = collections.Counter(), collections.defaultdict(list)
     i = 0
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ)  # the ccn this script runs with: installed, or PYTHONPATH=python with CCN_BUILD_DIR
     while i < total:
         proc = subprocess.Popen([sys.executable, __file__, "--worker", kind, "--start", str(i),
                                  "--count", str(total - i), "--seed", str(seed)],
@@ -305,7 +306,7 @@ def kills(n, seed):
     for name, text in (("net.cfg", NET), ("params.cfg", PARAMS)):
         with open(os.path.join(tmp, name), "w") as f:
             f.write(text)
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ)  # the ccn this script runs with: installed, or PYTHONPATH=python with CCN_BUILD_DIR
     base = [sys.executable, os.path.join(ROOT, "convnet.py"), "--data-provider=dummy", "--gpu=cpu", "--mini=32",
             "--test-freq=1"]
     counts = collections.Counter()
@@ -421,7 +422,6 @@ def main():
     args = p.parse_args()
     if args.worker:
         return worker(args.worker, args.start, args.count, args.seed)
-    sys.path.insert(0, os.path.join(ROOT, "python"))
     bad = 0
     for kind, total in (("layers", args.layer_files), ("bindings", args.binding_calls)):
         start = time.time()
