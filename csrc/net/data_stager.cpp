@@ -69,17 +69,17 @@ void DataStager::copyInto(Entry& entry, Slot& slot, const Tensor& src) {
 #endif
 }
 
-void DataStager::stage(const std::vector<Tensor>& data) {
-  CCN_CHECK(!entries_.empty(), "the net has no data layer");
+int DataStager::checkBatch(const std::vector<Need>& needs, const std::vector<Tensor>& data) {
+  CCN_CHECK(!needs.empty(), "the net has no data layer");
   int numCases = -1, firstIdx = -1;
-  for (const Entry& e : entries_) {
-    const int idx = e.need.dataIndex;
-    CCN_CHECK(idx < static_cast<int>(data.size()), "a data layer reads data[", idx, "] but ", data.size(),
-              " data array(s) were given");
+  for (const Need& need : needs) {
+    const int idx = need.dataIndex;
+    CCN_CHECK(idx < static_cast<int>(data.size()), "data layer '", need.layer, "' reads data[", idx, "] but ",
+              data.size(), " data array(s) were given");
     const Tensor& t = data[idx];
     CCN_CHECK(t.defined() && t.is_contiguous(), "data[", idx, "] must be a contiguous array");
-    CCN_CHECK(t.ndim() == 2 && t.rows() == e.need.rows && t.cols() > 0, "data[", idx, "] must have shape (",
-              e.need.rows, ", numCases), got ", shape_str(t.shape()));
+    CCN_CHECK(t.ndim() == 2 && t.rows() == need.rows && t.cols() > 0, "data[", idx, "] must have shape (", need.rows,
+              ", numCases) for data layer '", need.layer, "', got ", shape_str(t.shape()));
     CCN_CHECK(t.cols() <= INT32_MAX, "data[", idx, "]: too many cases");
     if (numCases < 0) {
       numCases = static_cast<int>(t.cols());
@@ -88,6 +88,13 @@ void DataStager::stage(const std::vector<Tensor>& data) {
     CCN_CHECK(t.cols() == numCases, "data[", idx, "] has ", t.cols(), " cases (columns) but data[", firstIdx,
               "] has ", numCases);
   }
+  return numCases;
+}
+
+void DataStager::stage(const std::vector<Tensor>& data) {
+  std::vector<Need> needs;
+  for (const Entry& e : entries_) needs.push_back(e.need);
+  const int numCases = checkBatch(needs, data);
   const int back = 1 - frontSlot_;
   for (Entry& e : entries_) copyInto(e, e.slots[back], data[e.need.dataIndex]);
   staged_ = true;

@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -30,7 +31,11 @@ class DataStager {
     int64_t rows;
     int logical;
     Device device;
+    std::string layer;  // a data layer that reads it (for messages)
   };
+  // Checks a batch's arrays against the needs (index given, contiguous, (rows, numCases),
+  // equal case counts); returns the number of cases.
+  static int checkBatch(const std::vector<Need>& needs, const std::vector<Tensor>& data);
   void configure(std::vector<Need> needs);
 
   // Copies data[i] for every need into the back buffer (checked: shapes, equal case counts).

@@ -104,10 +104,10 @@ Net::Net(const std::vector<LayerConfig>& configs, const std::vector<std::string>
   }
   CCN_CHECK(!configs.empty(), "a net needs at least one layer");
   createLayers(configs);
-  std::vector<DataStager::Need> needs;
   for (auto& layer : layers_)
-    if (layer->isData()) needs.push_back({layer->dataIndex(), layer->outputs(), layer->device, devices_[layer->device]});
-  for (DataStager& stager : stagers_) stager.configure(needs);
+    if (layer->isData())
+      dataNeeds_.push_back({layer->dataIndex(), layer->outputs(), layer->device, devices_[layer->device], layer->name()});
+  for (DataStager& stager : stagers_) stager.configure(dataNeeds_);
   createWeights();
   createActsCopies();
   planGradients();
@@ -590,30 +590,13 @@ std::string Net::firstNonFinite() const {
 // ---- passes -------------------------------------------------------------------------------
 
 int Net::prepareData(const std::vector<Tensor>& data, bool train) {
-  int numCases = -1;
-  int firstIdx = -1;
-  for (auto& layer : layers_) {
-    int idx = layer->dataIndex();
-    if (idx < 0) continue;
-    CCN_CHECK(idx < static_cast<int>(data.size()), "data layer '", layer->name(), "' reads data[", idx, "] but ",
-              data.size(), " data array(s) were given");
-    const Tensor& t = data[idx];
-    CCN_CHECK(t.defined() && t.is_contiguous(), "data[", idx, "] must be a contiguous array");
-    CCN_CHECK(t.rows() == layer->outputs() && t.cols() > 0, "data[", idx, "] must have shape (", layer->outputs(),
-              ", numCases) for data layer '", layer->name(), "', got ", shape_str(t.shape()));
-    CCN_CHECK(t.cols() <= INT32_MAX, "data[", idx, "]: too many cases");
-    if (numCases < 0) {
-      numCases = static_cast<int>(t.cols());
-      firstIdx = idx;
-    }
-    CCN_CHECK(t.cols() == numCases, "data[", idx, "] has ", t.cols(), " cases (columns) but data[", firstIdx,
-              "] has ", numCases);
-    layer->dataSource = &t;
-  }
-  CCN_CHECK(numCases > 0, "the net has no data layer");
+  const int numCases = DataStager::checkBatch(dataNeeds_, data);
   prepareCases(numCases, train);
-  for (auto& layer : layers_)
-    if (layer->isData()) layer->dataStart = int64_t(layer->replicaIndex) * (numCases / layer->replicaCount);
+  for (auto& layer : layers_) {
+    if (!layer->isData()) continue;
+    layer->dataSource = &data[layer->dataIndex()];
+    layer->dataStart = int64_t(layer->replicaIndex) * (numCases / layer->replicaCount);
+  }
   return numCases;
 }
 
@@ -676,26 +659,9 @@ int Net::beginBatch(int channel) {
   return numCases;
 }
 
-void Net::fpropSlice(int start, int end, bool train) {
-  int numCases = prepareSlice(start, end, train);
-  Pass pass;
-  pass.steps = kFprop;
-  pass.train = train;
-  pass.numCases = numCases;
-  runPass(pass);
-  haveFprop_ = true;
-  haveBprop_ = false;
-}
+void Net::fpropSlice(int start, int end, bool train) { forward(prepareSlice(start, end, train), train); }
 
-void Net::trainSlice(int start, int end) {
-  int numCases = prepareSlice(start, end, true);
-  Pass pass;
-  pass.steps = kFprop | kBprop | kUpdate;
-  pass.train = true;
-  pass.numCases = numCases;
-  runPass(pass);
-  haveFprop_ = haveBprop_ = true;
-}
+void Net::trainSlice(int start, int end) { step(prepareSlice(start, end, true)); }
 
 void Net::resize(int numCases) {
   haveFprop_ = haveBprop_ = false;
@@ -754,8 +720,9 @@ void Net::resize(int numCases) {
   numCases_ = numCases;
 }
 
-void Net::fprop(const std::vector<Tensor>& data, bool train) {
-  int numCases = prepareData(data, train);
+void Net::fprop(const std::vector<Tensor>& data, bool train) { forward(prepareData(data, train), train); }
+
+void Net::forward(int numCases, bool train) {
   Pass pass;
   pass.steps = kFprop;
   pass.train = train;
@@ -763,6 +730,15 @@ void Net::fprop(const std::vector<Tensor>& data, bool train) {
   runPass(pass);
   haveFprop_ = true;
   haveBprop_ = false;
+}
+
+void Net::step(int numCases) {
+  Pass pass;
+  pass.steps = kFprop | kBprop | kUpdate;
+  pass.train = true;
+  pass.numCases = numCases;
+  runPass(pass);
+  haveFprop_ = haveBprop_ = true;
 }
 
 void Net::bprop() {
@@ -798,15 +774,7 @@ void Net::update(int numCases) {
   runPass(pass);
 }
 
-void Net::trainStep(const std::vector<Tensor>& data) {
-  int numCases = prepareData(data, true);
-  Pass pass;
-  pass.steps = kFprop | kBprop | kUpdate;
-  pass.train = true;
-  pass.numCases = numCases;
-  runPass(pass);
-  haveFprop_ = haveBprop_ = true;
-}
+void Net::trainStep(const std::vector<Tensor>& data) { step(prepareData(data, true)); }
 
 void Net::runPass(const Pass& pass) {
   startPass(pass);

@@ -132,6 +132,8 @@ class Net {
   void prepareCases(int numCases, bool train);
   void resize(int numCases);
   void runPass(const Pass& pass);
+  void forward(int numCases, bool train);  // an fprop pass over the prepared data
+  void step(int numCases);                 // fprop + bprop + update over the prepared data
   void startPass(const Pass& pass);
   void finishPass();
 
@@ -162,6 +164,7 @@ class Net {
   int numCases_ = 0;      // batch size the buffers are allocated for
   bool haveFprop_ = false;
   bool haveBprop_ = false;  // the gradient buffers hold the last pass's bprop
+  std::vector<DataStager::Need> dataNeeds_;  // every data layer's array
   DataStager stagers_[kChannels];
   int currentChannel_ = 0;
 
