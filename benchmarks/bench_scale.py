@@ -64,15 +64,10 @@ def worker(args):
     y = rng.integers(0, classes, (1, args.batch)).astype(np.float32)
     net.stage_batch([x, y])
     net.begin_batch()
-    sum_gradients = distributed.GradientSum(net, ["cpu"], world)
+    parallel = distributed.DataParallel(net, ["cpu"], world)
 
     def step():
-        if world.size == 1:
-            net.train_slice(0, args.batch)
-            return
-        net.fprop_slice(*distributed.shard(0, args.batch, world), True)
-        sum_gradients.backward()
-        net.update(args.batch)
+        parallel.train_slice(0, args.batch)
 
     for _ in range(2):
         step()

@@ -21,8 +21,8 @@ def _stop_job(code):
 
 def _rank_prefix():
     from . import distributed
-    rank = next((os.environ[v] for v in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK") if os.environ.get(v)), None)
-    return f" (rank {rank})" if distributed.launched_by_mpi() and rank not in (None, "0") else ""
+    rank = distributed.launcher_rank()
+    return f" (rank {rank})" if rank else ""
 
 
 def _interrupted(trainer):

@@ -457,20 +457,23 @@ def _ceil_div(a, b):
     return -((-a) // b)
 
 
-def _conv_output_size(sec, key, img_size, filter_size, padding, stride):
-    """Modules along one axis; the formula is the engine's (ConvGeometry.output_size)."""
+def _engine_size(sec, key, formula, *args):
+    """formula(*args) from the engine (ConvGeometry/PoolGeometry.output_size), its errors
+    naming this section and key."""
     try:
-        return _core.ConvGeometry.output_size(img_size, filter_size, padding, stride)
+        return formula(*args)
     except (ValueError, TypeError) as err:
         raise sec.error(key, str(err)) from None
+
+
+def _conv_output_size(sec, key, img_size, filter_size, padding, stride):
+    """Modules along one axis."""
+    return _engine_size(sec, key, _core.ConvGeometry.output_size, img_size, filter_size, padding, stride)
 
 
 def _pool_output_size(sec, key, img_size, size, start, stride):
-    """Pooling outputs along one axis; the formula is the engine's (PoolGeometry.output_size)."""
-    try:
-        return _core.PoolGeometry.output_size(img_size, size, start, stride)
-    except (ValueError, TypeError) as err:
-        raise sec.error(key, str(err)) from None
+    """Pooling outputs along one axis."""
+    return _engine_size(sec, key, _core.PoolGeometry.output_size, img_size, size, start, stride)
 
 
 def _is_spatial(layer):

@@ -92,6 +92,13 @@ def launched_by_mpi():
     return any(os.environ.get(v) for v in _LAUNCHER_VARS)
 
 
+def launcher_rank():
+    """This process's rank as the MPI launcher set it (None outside a launcher); readable
+    without initialising MPI, e.g. to label an error line."""
+    return next((int(os.environ[v]) for v in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+                 if os.environ.get(v)), None)
+
+
 def world():
     """The ranks of this job: MpiWorld under an MPI launcher, else Solo."""
     if not launched_by_mpi():
@@ -147,8 +154,9 @@ def _nccl_library():
     return path if os.path.exists(path) else ""
 
 
-class GradientSum:
-    """Sums a net's weight gradients over the ranks, in place, before the update."""
+class DataParallel:
+    """A net's training steps over the ranks: each rank's shard of every minibatch, the
+    weight gradients summed over the ranks (in place, during the backward pass), one update."""
 
     def __init__(self, net, devices, world):
         from . import _core
@@ -159,9 +167,20 @@ class GradientSum:
         self.use_nccl = world.size > 1 and bool(gpus) and _core.has_nccl
         if self.use_nccl:
             _core.nccl_load(_nccl_library())
-            for gpu in range(max(len(gpus), 1)):  # one group per position in each rank's block
+            for gpu in gpus:  # one group per position in each rank's block
                 unique_id = world.bcast(_core.nccl_unique_id() if world.rank == 0 else None)
-                self.communicators[gpus[gpu]] = _core.NcclCommunicator(unique_id, world.rank, world.size, gpus[gpu])
+                self.communicators[gpu] = _core.NcclCommunicator(unique_id, world.rank, world.size, gpu)
+
+    def train_slice(self, start, end):
+        """One training step on cases [start, end) of the net's current batch: alone, the
+        engine's train_slice; under MPI this rank's shard, the backward pass with the summed
+        gradients, and the update for the whole minibatch. Returns this process's costs."""
+        if self.world.size == 1:
+            return self.net.train_slice(start, end)
+        self.net.fprop_slice(*shard(start, end, self.world), True)
+        self.backward()
+        self.net.update(end - start)
+        return self.net.costs()
 
     def backward(self):
         """The net's backward pass with its weight gradients summed over the ranks: each

@@ -139,7 +139,7 @@ class Trainer:
         self.devices = distributed.rank_devices(choose_devices(op["gpu"], self.layers), self.world)
         self.net = _core.Net(self.layers, self.devices, op["seed"])
         self.net.set_shard(self.world.rank, self.world.size)
-        self.sum_gradients = distributed.GradientSum(self.net, self.devices, self.world)
+        self.parallel = distributed.DataParallel(self.net, self.devices, self.world)
         self.lead = self.world.rank == 0  # prints, logs and writes checkpoints
         if self.multiple > 1:
             self._say(f"convnet: minibatches are cut to multiples of {self.multiple} cases (MPI ranks x replicas); "
@@ -335,12 +335,8 @@ class Trainer:
         for s, e in _slices(num_cases, self.op["mini"], self.multiple):
             if self.world.size == 1 and self.periodic:
                 costs = self._train_slice_periodic(s, e)
-            elif self.world.size == 1:
-                costs = self.net.train_slice(s, e)
             else:
-                self.net.fprop_slice(*distributed.shard(s, e, self.world), True)
-                self.sum_gradients.backward()
-                self.net.update(e - s)
+                self.parallel.train_slice(s, e)
                 costs = self._summed_costs()
             constraints.apply(self.net, self.constrained)
             self._check_finite(costs, f"epoch {epoch}, batch {batchnum}, cases {s}-{e - 1}")
