@@ -40,7 +40,6 @@ class DataStager {
 
   // Copies data[i] for every need into the back buffer (checked: shapes, equal case counts).
   void stage(const std::vector<Tensor>& data);
-  bool hasStaged() const { return staged_; }
   // The staged batch becomes the front one; returns its number of cases.
   int swap();
   // The front batch's array for a data index on a logical device.
