@@ -76,6 +76,23 @@ __device__ __forceinline__ int patch_offset(const ConvParams& p, int k, int chan
   return ((channel0 + c) * p.imgSizeY + y) * p.imgSizeX * p.numImages + x * p.numImages;
 }
 
+// Copies row[0, count) into tile[0, kWidth) (zeros from count on; count <= kWidth), with the 32
+// lanes of one warp. The lanes are shifted by the row's offset from a 32-byte boundary, so that
+// every load starts on a sector and touches only sectors that hold the row: at an odd batch a
+// row starts at any 4-byte offset, and unshifted 32-float loads would span 5 sectors, not 4.
+// Lanes before the row's start or past its end read an element of the row (no extra sector)
+// and store nothing, so every lane issues every load.
+template <int kWidth>
+__device__ __forceinline__ void stage_row(float* tile, const float* row, int count, int lane) {
+  const int shift = count > 0 ? int(reinterpret_cast<uintptr_t>(row) / sizeof(float) % 8) : 0;
+  for (int j0 = -shift; j0 < kWidth; j0 += 32) {
+    const int j = j0 + lane;
+    float v = 0.f;
+    if (j0 < count) v = row[min(max(j, 0), count - 1)];  // uniform over the warp
+    if (j >= 0 && j < kWidth) tile[j] = j < count ? v : 0.f;
+  }
+}
+
 // ---- filterActs ------------------------------------------------------------------------
 
 constexpr int kFaThreadsX = 32, kFaThreadsY = 4, kFaChunk = 16;
@@ -100,15 +117,15 @@ filter_acts_kernel(const float* images, const float* filters, float* targets, Co
   const int channel0 = group * p.filterChannels;
   const int K = p.filterRowsPerModule;
   const float* moduleFilters = filters + (p.local ? int64_t(module) * K * p.numFilters : 0) + filter0;
+  const int tileImages = min(kImages, p.numImages - image0);
 
   float acc[FPT][IPT] = {};
   for (int k0 = 0; k0 < K; k0 += kFaChunk) {
     if (tid < kFaChunk) rowOffsets[tid] = patch_offset(p, k0 + tid, channel0, my, mx);
     __syncthreads();
-    for (int e = tid; e < kFaChunk * kImages; e += kThreadsPerBlock) {
-      int kk = e / kImages, nn = e % kImages, n = image0 + nn;
+    for (int kk = ty; kk < kFaChunk; kk += kFaThreadsY) {  // a warp per row
       int offset = rowOffsets[kk];
-      patch[kk][nn] = offset >= 0 && n < p.numImages ? images[offset + n] : 0.f;
+      stage_row<kImages>(patch[kk], images + max(offset, 0) + image0, offset >= 0 ? tileImages : 0, tx);
     }
     for (int e = tid; e < kFaChunk * kFilters; e += kThreadsPerBlock) {
       int kk = e / kFilters, ff = e % kFilters;
@@ -168,6 +185,7 @@ img_acts_kernel(const float* hidActs, const float* filters, float* targets, Conv
   const int tileChannels = min(kChannels, p.filterChannels - groupChannel0);
   const int groupFilter0 = group * p.filtersPerGroup;
   const int K = p.filterRowsPerModule, modules = p.modulesY * p.modulesX;
+  const int tileImages = min(kImages, p.numImages - image0);
 
   // Modules whose rows my * stride - padding + [0, filterSize) hold y (columns likewise).
   const int myFirst = max(0, ceil_div(y + p.padding - p.filterSize + 1, p.stride));
@@ -184,11 +202,10 @@ img_acts_kernel(const float* hidActs, const float* filters, float* targets, Conv
       const float* rowFilters = filters + (int64_t(p.local ? module : 0) * K + int64_t(groupChannel0) * p.filterPixels +
                                            filterPixel) * p.numFilters + groupFilter0;
       for (int f0 = 0; f0 < p.filtersPerGroup; f0 += kIaChunk) {
-        for (int e = tid; e < kIaChunk * kImages; e += kThreadsPerBlock) {
-          int ff = e / kImages, nn = e % kImages, n = image0 + nn;
-          grads[ff][nn] = f0 + ff < p.filtersPerGroup && n < p.numImages
-                              ? hidActs[(int64_t(groupFilter0 + f0 + ff) * modules + module) * p.numImages + n]
-                              : 0.f;
+        for (int ff = ty; ff < kIaChunk; ff += kIaThreadsY) {  // a warp per filter
+          const bool valid = f0 + ff < p.filtersPerGroup;
+          const int64_t row = valid ? (int64_t(groupFilter0 + f0 + ff) * modules + module) * p.numImages + image0 : 0;
+          stage_row<kImages>(grads[ff], hidActs + row, valid ? tileImages : 0, tx);
         }
         for (int e = tid; e < kIaChunk * kChannels; e += kThreadsPerBlock) {
           int cc = e / kIaChunk, ff = e % kIaChunk;
@@ -250,6 +267,7 @@ img_acts_few_channels_kernel(const float* hidActs, const float* filters, float* 
   const int y = tile / pixelTiles, x0 = tile % pixelTiles * kFewPixels, x = x0 + ty;
   const int group = blockIdx.y, groupFilter0 = group * p.filtersPerGroup, modules = p.modulesY * p.modulesX;
   const int xLast = min(p.imgSizeX - 1, x0 + kFewPixels - 1);
+  const int tileImages = min(kImages, p.numImages - image0);
   const int myFirst = max(0, ceil_div(y + p.padding - p.filterSize + 1, p.stride));
   const int myLast = min(p.modulesY - 1, floor_div(y + p.padding, p.stride));
   // Module columns of the block's pixels, and of this thread's pixel (none past the image).
@@ -272,11 +290,10 @@ img_acts_few_channels_kernel(const float* hidActs, const float* filters, float* 
       }
       for (int mx = mxFirst; mx <= mxLast; ++mx) {
         const int module = my * p.modulesX + mx;
-        for (int e = tid; e < kFewChunk * kImages; e += kThreadsPerBlock) {
-          int ff = e / kImages, nn = e % kImages, n = image0 + nn;
-          grads[ff][nn] = f0 + ff < p.filtersPerGroup && n < p.numImages
-                              ? hidActs[(int64_t(groupFilter0 + f0 + ff) * modules + module) * p.numImages + n]
-                              : 0.f;
+        for (int ff = ty; ff < kFewChunk; ff += kFewPixels) {  // a warp per filter
+          const bool valid = f0 + ff < p.filtersPerGroup;
+          const int64_t row = valid ? (int64_t(groupFilter0 + f0 + ff) * modules + module) * p.numImages + image0 : 0;
+          stage_row<kImages>(grads[ff], hidActs + row, valid ? tileImages : 0, tx);
         }
         __syncthreads();
         if (mx >= mxMine0 && mx <= mxMine1) {  // uniform over the warp: one pixel
@@ -313,6 +330,31 @@ img_acts_few_channels_kernel(const float* hidActs, const float* filters, float* 
 // ---- weightActs ------------------------------------------------------------------------
 
 constexpr int kWaThreads = 16, kWaRowsPerThread = 4, kWaRows = kWaThreads * kWaRowsPerThread, kWaImages = 32;
+// Images staged at once: the step's 32 and the aligned window after them (see stage_window).
+constexpr int kWaRing = 2 * kWaImages;
+static_assert((kWaRing & (kWaRing - 1)) == 0, "the ring is indexed with a mask");
+
+// Stores window `w` of a row of images (or hidActs) into column `column` of an image-major
+// ring tile of kWaRing images (image n in ring row n mod kWaRing), with the 32 lanes of one
+// warp. Lane l takes image n = 32 w + l - shift, shift being the row's offset from a 32-byte
+// boundary: each load touches only the sectors that hold the row, at any batch size (lanes
+// outside the row read an element of it: no extra sector). Windows w and w + 1 together hold
+// the images of reduction step w. Images from numImages on, and all of a null row's, are zeros.
+// Every lane stores, so that the warp's stores stay one request each: a lane before the row's
+// start (n < 0, window 0) writes the ring row of image n + kWaRing, which window 2 overwrites
+// before step 1 reads it; one past the steps' end (n >= staged, the last window) writes that
+// of step steps - 2, already summed. The last window is skipped when it holds no image of the
+// steps (an aligned row).
+template <int kPitch>
+__device__ __forceinline__ void stage_window(float (*ring)[kPitch], int column, const float* row, int w, int numImages,
+                                             int staged, int lane) {
+  const int shift = row ? int(reinterpret_cast<uintptr_t>(row) / sizeof(float) % 8) : 0;
+  const int n0 = w * kWaImages - shift, n = n0 + lane;
+  if (n0 >= staged) return;  // uniform over the warp
+  float v = 0.f;
+  if (row && n0 < numImages) v = row[min(max(n, 0), numImages - 1)];  // uniform over the warp
+  ring[n & (kWaRing - 1)][column] = n >= 0 && n < numImages ? v : 0.f;
+}
 
 // Sums over modules [moduleBegin, moduleEnd) (chunk blockIdx.x / rowTiles of `modulesPerChunk`
 // for conv, the single module blockIdx.x / rowTiles for local). With `partials` the block
@@ -324,10 +366,10 @@ __global__ void __launch_bounds__(kWaThreads * kWaThreads, 2)
 weight_acts_kernel(const float* images, const float* hidActs, float* targets, float* partials, ConvParams p,
                    int rowTiles, int filterTilesPerGroup, int modulesPerChunk, float sT, float sO) {
   constexpr int kFilters = kWaThreads * FPT, kThreadsPerBlock = kWaThreads * kWaThreads;
-  constexpr int kPatchLoads = kWaRows * kWaImages / kThreadsPerBlock;
-  // Image-major tiles; the +1 spreads the transposing stores over the banks.
-  __shared__ float patch[kWaImages][kWaRows + 1];
-  __shared__ float grads[kWaImages][kFilters + 1];
+  constexpr int kWarps = kThreadsPerBlock / 32, kPatchLoads = kWaRows / kWarps;
+  // Image-major ring tiles; the +1 spreads the transposing stores over the banks.
+  __shared__ float patch[kWaRing][kWaRows + 1];
+  __shared__ float grads[kWaRing][kFilters + 1];
 
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kWaThreads + tx;
   const int row0 = blockIdx.x % rowTiles * kWaRows, chunk = blockIdx.x / rowTiles;
@@ -339,31 +381,35 @@ weight_acts_kernel(const float* images, const float* hidActs, float* targets, fl
   const int K = p.filterRowsPerModule, modules = p.modulesY * p.modulesX;
   const int moduleBegin = p.local ? chunk : chunk * modulesPerChunk;
   const int moduleEnd = p.local ? chunk + 1 : min(modules, moduleBegin + modulesPerChunk);
+  const int steps = ceil_div(p.numImages, kWaImages), staged = steps * kWaImages;
 
-  // Each thread loads patch rows tid / kWaImages + r * (threads / kWaImages), image tid % kWaImages.
-  const int loadImage = tid % kWaImages, loadRow = tid / kWaImages;
-  constexpr int kRowStride = kThreadsPerBlock / kWaImages;
+  // A warp stages patch rows warp + r * kWarps and filters warp + r * kWarps, a lane an image.
+  const int lane = tid % 32, warp = tid / 32;
 
   float acc[kWaRowsPerThread][FPT] = {};
   for (int module = moduleBegin; module < moduleEnd; ++module) {
     const int my = module / p.modulesX, mx = module % p.modulesX;
-    int offsets[kPatchLoads];
+    const float* rows[kPatchLoads];
 #pragma unroll
-    for (int r = 0; r < kPatchLoads; ++r) offsets[r] = patch_offset(p, row0 + loadRow + r * kRowStride, channel0, my, mx);
-    for (int n0 = 0; n0 < p.numImages; n0 += kWaImages) {
-      const int n = n0 + loadImage;
+    for (int r = 0; r < kPatchLoads; ++r) {
+      int offset = patch_offset(p, row0 + warp + r * kWarps, channel0, my, mx);
+      rows[r] = offset >= 0 ? images + offset : nullptr;
+    }
+    const float* moduleGrads = hidActs + (int64_t(filter0) * modules + module) * p.numImages;
+    auto stage = [&](int w) {
 #pragma unroll
-      for (int r = 0; r < kPatchLoads; ++r)
-        patch[loadImage][loadRow + r * kRowStride] = offsets[r] >= 0 && n < p.numImages ? images[offsets[r] + n] : 0.f;
-      for (int e = tid; e < kFilters * kWaImages; e += kThreadsPerBlock) {
-        int ff = e / kWaImages, nn = e % kWaImages;
-        grads[nn][ff] = ff < tileFilters && n0 + nn < p.numImages
-                            ? hidActs[(int64_t(filter0 + ff) * modules + module) * p.numImages + n0 + nn]
-                            : 0.f;
-      }
+      for (int r = 0; r < kPatchLoads; ++r) stage_window(patch, warp + r * kWarps, rows[r], w, p.numImages, staged, lane);
+      for (int ff = warp; ff < kFilters; ff += kWarps)
+        stage_window(grads, ff, ff < tileFilters ? moduleGrads + int64_t(ff) * modules * p.numImages : nullptr, w,
+                     p.numImages, staged, lane);
+    };
+    stage(0);
+    for (int step = 0; step < steps; ++step) {
+      stage(step + 1);
       __syncthreads();
+      const int base = step * kWaImages % kWaRing;
 #pragma unroll 8
-      for (int nn = 0; nn < kWaImages; ++nn) {
+      for (int nn = base; nn < base + kWaImages; ++nn) {
         float img[kWaRowsPerThread], g[FPT];
 #pragma unroll
         for (int i = 0; i < kWaRowsPerThread; ++i) img[i] = patch[nn][ty + i * kWaThreads];
