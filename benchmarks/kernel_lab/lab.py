@@ -10,7 +10,8 @@ csrc/cuda by hand, once a GPU has timed it.
 
 The emulator's check runs the whole grid on a reduced image (same filter, stride, padding,
 channels, filters) at batch 128 and at an odd batch; the counters come from a few sampled
-blocks at the layer's full size (batch 128)."""
+blocks at the layer's full size (batch 128, or --count-batch: an odd one shows coalescing of
+rows that start at any 4-byte offset)."""
 import argparse
 import ctypes
 import glob
@@ -29,7 +30,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, EMU)
 
 # op -> (the CPU op's name in ccn._core, operand a, operand b, output): shapes as in ops/conv.h.
-OPS = {"img_acts": ("img_acts", "hid", "filters", "images")}
+OPS = {"img_acts": ("img_acts", "hid", "filters", "images"),
+       "weight_acts": ("weight_acts", "images", "hid", "filters")}
 
 
 def shapes(layer, batch, img=None):
@@ -63,8 +65,14 @@ def build(op, version, gpu):
     with open(gen, "w") as f:
         f.write(f'#line 1 "{src}"\n' + transform.transform(open(src).read()))
     emu_obj = os.path.join(OUT, "emu.o")
+    # The lab's headers too may launch kernels: transformed copies come first on the include path.
+    headers = os.path.join(OUT, "include")
+    os.makedirs(headers, exist_ok=True)
+    for h in glob.glob(os.path.join(HERE, "*.cuh")):
+        with open(os.path.join(headers, os.path.basename(h)), "w") as f:
+            f.write(f'#line 1 "{h}"\n' + transform.transform(open(h).read()))
     flags = ["g++", "-O2", "-g", "-fPIC", "-std=c++17", "-fvisibility=hidden", "-I" + os.path.join(EMU, "include"),
-             "-I" + HERE]
+             "-I" + headers]
     if not os.path.exists(emu_obj) or os.path.getmtime(emu_obj) < os.path.getmtime(os.path.join(EMU, "emu.cpp")):
         subprocess.run(flags + ["-c", os.path.join(EMU, "emu.cpp"), "-o", emu_obj], check=True)
     # Instrumented for the emulator's checker, linked without the sanitizer's runtime (emu.cpp has the hooks).
@@ -149,18 +157,18 @@ def worker(args):
             _, ms = v.run(args.op, geometry, {k: rng.standard_normal(d, dtype=np.float32) for k, d in dims.items()}, 20)
             result["gpu_ms"] = ms
     else:
-        geometry, dims, flops = shapes(args.layer, 128)
+        geometry, dims, flops = shapes(args.layer, args.count_batch)
         arrays = {k: np.ones(d, np.float32) for k, d in dims.items()}
         if v.run(args.op, geometry, arrays)[0] is not None:
             from emu_profile import model
-            launches = [json.loads(line) for line in open(os.environ["CCN_EMU_REPORT"]) if line.strip()]
-            _, a_name, b_name, out_name = OPS[args.op]
-            est = model(launches[-1], flops, 4.0 * sum(np.prod(d) for d in dims.values()))
-            result.update(est, kernel=launches[-1]["kernel"])
+            # The op's kernel: the run's first launch (weightActs adds its chunks in a second).
+            launch = next(json.loads(line) for line in open(os.environ["CCN_EMU_REPORT"]) if line.strip())
+            est = model(launch, flops, 4.0 * sum(np.prod(d) for d in dims.values()))
+            result.update(est, kernel=launch["kernel"])
     print("LAB " + json.dumps(result))
 
 
-def run_worker(op, version, layer, mode, gpu, sample):
+def run_worker(op, version, layer, mode, gpu, sample, count_batch):
     env = dict(os.environ)
     if mode == "count":
         report = os.path.join(OUT, f"{op}_{version}.jsonl")
@@ -168,7 +176,8 @@ def run_worker(op, version, layer, mode, gpu, sample):
             os.unlink(report)
         env.update(CCN_EMU_REPORT=report, CCN_EMU_SAMPLED_ONLY="1", CCN_EMU_SAMPLE=str(sample))
         env.setdefault("CCN_EMU_SEED", "1")  # the same sampled blocks for every version and run
-    cmd = [sys.executable, __file__, op, "--layer", layer, "--worker", mode, "--version", str(version)]
+    cmd = [sys.executable, __file__, op, "--layer", layer, "--worker", mode, "--version", str(version),
+           "--count-batch", str(count_batch)]
     p = subprocess.run(cmd + (["--gpu"] if gpu else []), capture_output=True, text=True, env=env)
     lines = [l for l in p.stdout.splitlines() if l.startswith("LAB ")]
     if p.returncode or not lines:
@@ -183,6 +192,7 @@ def main():
     ap.add_argument("--versions", help="comma-separated (default: all)")
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--sample", type=int, default=8, help="blocks counted per launch")
+    ap.add_argument("--count-batch", type=int, default=128, help="the batch of the counted full-size run")
     ap.add_argument("--worker", choices=["check", "count"], help=argparse.SUPPRESS)
     ap.add_argument("--version", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -194,8 +204,8 @@ def main():
           f"H100 model us | bound |{' GPU ms |' if args.gpu else ''}")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if args.gpu else ""))
     for v in versions:
-        ok = run_worker(args.op, v, args.layer, "check", args.gpu, args.sample)
-        cnt = {} if args.gpu else run_worker(args.op, v, args.layer, "count", False, args.sample)
+        ok = run_worker(args.op, v, args.layer, "check", args.gpu, args.sample, args.count_batch)
+        cnt = {} if args.gpu else run_worker(args.op, v, args.layer, "count", False, args.sample, args.count_batch)
         if "failed" in ok or "failed" in cnt:
             print(f"| {v} | FAILED: {ok.get('failed') or cnt.get('failed')} |")
             continue

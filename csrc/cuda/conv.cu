@@ -13,7 +13,7 @@
 //   filterActs: 32 x 4 threads; a block computes one module, 32 * IPT images and 4 * FPT
 //     filters of one group (each thread IPT images x FPT filters). It walks the module's
 //     filterChannels * filterSize^2 inputs in chunks of 16, staging the image patch
-//     (chunk x images) and the weights (chunk x filters) in shared memory.
+//     (chunk x images, a warp per row) and the weights (chunk x filters) in shared memory.
 //     Grid (modules * imageTiles, groups * filterTilesPerGroup).
 //   imgActs, conv with filterChannels <= 4 (a first layer): 32 x 8 threads; a block computes
 //     8 pixels of a row (a warp each), 32 * IPT images and all channels of a group, staging
@@ -23,13 +23,18 @@
 //     filters in chunks of 16, staging hidActs (filters x images) and the weights (filters x
 //     channels) in shared memory. Grid (pixels * imageTiles, groups * channelTilesPerGroup).
 //   weightActs: 16 x 16 threads; a block computes 64 filter rows x 16 * FPT filters of one
-//     group (each thread 4 rows x FPT filters), reducing over images in chunks of 32 staged in
-//     shared memory, and over a fixed range of modules. For conv the modules are split in
+//     group (each thread 4 rows x FPT filters), reducing over images in steps of 32 staged in
+//     shared memory (ring tiles of 64 images, see stage_window), and over a fixed range of
+//     modules. For conv the modules are split in
 //     `chunks` ranges (a function of the geometry only) whose sums go to a workspace and are
 //     added in chunk order by a second kernel: no atomics, the same result on every run.
 //     Grid (rowTiles * (chunks or modules), groups * filterTilesPerGroup).
 // Preconditions (checked by ops::): shapes match the geometry, one device, contiguous,
 // groups divide channels and filters. Checked here: 32-bit indexing and grid limits.
+// Global loads: a warp reads 32 consecutive images of one row, starting at the 32-byte boundary
+// at or below the row's start (stage_row, stage_window): at an odd batch a row starts at any
+// 4-byte offset, and loads aligned to the row instead of to sectors would touch 5 sectors per
+// 4 that hold data.
 #include <algorithm>
 
 #include "cuda/kernel_util.cuh"
