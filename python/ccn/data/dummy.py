@@ -1,15 +1,16 @@
 """Dummy provider: random images and labels of given sizes, for tests, benchmarks and for
 running a net of any input size without data.
 
-Batch b holds batch_size cases: data standard-normal float32 (rows, batch_size) in
-cuda-convnet's layout, labels uniform in 0..num_classes-1, both a function of (seed, b)
+Batch b holds batch_size cases: data float32 (rows, batch_size) in cuda-convnet's layout,
+standard normal (or uniform in [0, 1) with ``uniform=True``, as cuda-convnet's dummy data), labels uniform in 0..num_classes-1, both a function of (seed, b)
 only, so every epoch sees the same batch b. Batches 1..num_batches are the training
 range, batch num_batches+1 the test batch. No files are read (data_path is ignored).
 
 Input shape: ``dims`` = (channels, imgSizeY, imgSizeX), or an int for flat rows (a layer
 then reads them as square images through its channels= key, as in cuda-convnet);
 ``inner_size`` = S gives (3, S, S). ``dummy-cn-N`` (cuda-convnet's name) is this
-provider with N flat rows.
+provider with N flat rows of uniform [0, 1) values, the data cuda-convnet's own dummy provider
+gave (its gradient-check nets, layers.gc.cfg, are scaled for it).
 """
 import numpy as np
 
@@ -25,7 +26,7 @@ def _positive_int(name, value):
 @register_provider("dummy")
 class DummyProvider(DataProvider):
     """Random data; params: dims=(C, H, W) or rows, inner_size, num_classes, batch_size,
-    num_batches, seed."""
+    num_batches, seed, uniform."""
 
     options = (
         ProviderOption("inner_size", int, 0, "size of the square crops; overrides --crop-border (0: unset); "
@@ -35,7 +36,8 @@ class DummyProvider(DataProvider):
     )
 
     def __init__(self, data_path, batch_range, test=False, seed=0, dims=(3, 32, 32), num_classes=10,
-                 batch_size=128, num_batches=4, inner_size=0):
+                 batch_size=128, num_batches=4, inner_size=0, uniform=False):
+        self.uniform = bool(uniform)
         if inner_size:
             dims = (3, _positive_int("inner_size", inner_size), int(inner_size))
         if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
@@ -65,9 +67,10 @@ class DummyProvider(DataProvider):
     def load_batch(self, epoch, batchnum):
         rng = np.random.default_rng([self.seed, batchnum])
         rows = int(np.prod(self.data_dims))
-        data = rng.standard_normal((rows, self.batch_size), dtype=np.float32)
+        shape = (rows, self.batch_size)
+        data = rng.random(shape, dtype=np.float32) if self.uniform else rng.standard_normal(shape, dtype=np.float32)
         labels = rng.integers(0, len(self.label_names), size=self.batch_size)
         return [data, labels_row(labels)]
 
 
-register_provider_pattern(r"dummy-cn-(\d+)", "dummy", lambda match: {"dims": int(match.group(1))})
+register_provider_pattern(r"dummy-cn-(\d+)", "dummy", lambda match: {"dims": int(match.group(1)), "uniform": True})
