@@ -16,13 +16,17 @@ from trainer_fixtures import SMALL_NET, SMALL_PARAMS, write_net
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_dummy_cn_names_give_flat_rows():
-    with get_provider("dummy-cn-192", None, None, batch_size=5) as p:
+def test_dummy_cn_names_give_flat_rows_of_uniform_values():
+    # cuda-convnet's dummy data: uniform in [0, 1) (its gradient-check nets are scaled for it)
+    with get_provider("dummy-cn-192", None, None, batch_size=50) as p:
         assert p.get_data_dims(0) == 192
         data = p.get_next_batch()[2][0]
-    assert data.shape == (192, 5) and data.std() > 0.5
-    with get_provider("dummy", None, None, inner_size=7, batch_size=3) as p:
+    assert data.shape == (192, 50) and data.min() >= 0 and data.max() < 1
+    assert abs(data.mean() - 0.5) < 0.02 and abs(data.var() - 1 / 12) < 0.01
+    with get_provider("dummy", None, None, inner_size=7, batch_size=300) as p:
         assert p.get_data_dims(0) == (3, 7, 7)
+        data = p.get_next_batch()[2][0]
+    assert abs(data.mean()) < 0.02 and abs(data.std() - 1) < 0.02 and data.min() < -2  # standard normal
     with pytest.raises(ValueError, match="unknown data provider 'dummy-cn-x'"):
         get_provider("dummy-cn-x", None, None)
 

@@ -108,6 +108,26 @@ def test_logreg_cost_ties_count_against_the_label(device):
     assert top4 == 0
 
 
+LEAST_PROBABILITY = float(np.finfo(np.float32).tiny)  # FLT_MIN
+
+
+def test_underflowed_probability_costs_minus_log_flt_min(device, rng):
+    """A saturated softmax's 0 (or denormal) costs -log(FLT_MIN) per case, not Inf; a NaN stays NaN."""
+    _, probs, labels = random_case(rng, 5, 6)
+    probs[labels[:3].astype(int), np.arange(3)] = [0.0, 1e-42, 1e-30]  # zero, denormal, normal
+    _, (cost, _, _) = run_op(_core.logreg_cost, device, [labels, probs], [], top_k=1)
+    picked = probs[labels.astype(int), np.arange(6)].astype(np.float64)
+    assert_close(cost, -np.log(np.maximum(picked, LEAST_PROBABILITY)).sum(), what="cost")
+    assert np.isfinite(cost) and cost > 2 * 87.3
+    targets = np.zeros((5, 6), np.float32)
+    targets[labels.astype(int), np.arange(6)] = 1
+    _, (xent, _) = run_op(_core.cross_ent_cost, device, [targets, probs], [])
+    assert_close(xent, cost, what="cross-entropy cost")
+    probs[int(labels[4]), 4] = np.nan
+    _, (cost, _, _) = run_op(_core.logreg_cost, device, [labels, probs], [], top_k=1)
+    assert np.isnan(cost)
+
+
 @pytest.mark.parametrize("classes,cases", [(4, 1), (5, 7), (3, 33)])
 def test_logreg_grad_matches_finite_differences(device, rng, classes, cases):
     _, _, labels = random_case(rng, classes, cases)

@@ -5,11 +5,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define CCN_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define CCN_HOST_DEVICE inline
-#endif
+#include "core/host_device.h"
 
 namespace ccn {
 

@@ -129,7 +129,7 @@ CostResult logregCost(const Tensor& labels, const Tensor& probs, int topK) {
     }
     CostResult r;
     for (int64_t j = 0; j < width; ++j) {
-      r.cost -= std::log(static_cast<double>(labelProb[j]));
+      r.cost -= std::log(static_cast<double>(probabilityForLog(labelProb[j])));
       r.error += !finite[j] || rivals[j] >= 1;
       r.errorTopK += !finite[j] || rivals[j] >= topK;
     }
@@ -182,7 +182,7 @@ CostResult crossEntCost(const Tensor& labels, const Tensor& probs) {
       for (int64_t j = 0; j < width; ++j) {
         const float label = l[row + j], prob = p[row + j];
         // A zero target contributes nothing, even where the probability is zero.
-        if (label != 0.f) r.cost -= label * std::log(static_cast<double>(prob));
+        if (label != 0.f) r.cost -= label * std::log(static_cast<double>(probabilityForLog(prob)));
         if (prob > p[probArg[j] * cases + begin + j]) probArg[j] = k;
         if (label > l[labelArg[j] * cases + begin + j]) labelArg[j] = k;
       }

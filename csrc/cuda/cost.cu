@@ -100,7 +100,7 @@ logreg_cost_kernel(const float* labels, const float* probs, int numClasses, int 
         rivals += k != l && q >= p;
         finite = finite && fabsf(q) <= FLT_MAX;
       }
-      cost = -log(double(p));
+      cost = -log(double(probabilityForLog(p)));
       error = !finite || rivals >= 1;
       errorTopK = !finite || rivals >= topK;
     } else {
@@ -129,7 +129,7 @@ cross_ent_cost_kernel(const float* labels, const float* probs, int numClasses, i
     int bestProb = 0, bestLabel = 0;  // first index of the largest value, like argmax
     for (int k = 0; k < numClasses; ++k) {
       int64_t i = int64_t(k) * numCases + n;
-      if (labels[i] != 0.f) cost -= double(labels[i]) * log(double(probs[i]));  // 0 * log 0 counts as 0
+      if (labels[i] != 0.f) cost -= double(labels[i]) * log(double(probabilityForLog(probs[i])));  // 0 * log 0 counts as 0
       if (probs[i] > probs[int64_t(bestProb) * numCases + n]) bestProb = k;
       if (labels[i] > labels[int64_t(bestLabel) * numCases + n]) bestLabel = k;
     }

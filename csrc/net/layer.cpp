@@ -4,6 +4,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "ops/dense.h"
 
 namespace ccn::net {
 
@@ -53,6 +54,12 @@ WeightLayer::WeightLayer(const LayerConfig& cfg, size_t numWeights) : Layer(cfg)
   initW_.assign(initW.begin(), initW.end());
   initB_ = static_cast<float>(cfg.getFloat("initB", 0.0));
   weights.resize(numWeights);
+}
+
+void WeightLayer::updateWeights(size_t i, int numCases) {
+  WeightStore& s = *weights[i].store;
+  if (s.eps == 0.f) return;
+  ops::momentumUpdate(s.weights, s.grad, s.inc, s.eps / numCases, s.mom, s.wc * s.eps);
 }
 
 void WeightLayer::setLearningParams(const std::vector<float>& epsW, float epsB, const std::vector<float>& momW,

@@ -176,6 +176,15 @@ class WeightLayer : public Layer {
   // Sets eps, mom and wc of the stores this layer owns (shared weights follow their owner).
   void setLearningParams(const std::vector<float>& epsW, float epsB, const std::vector<float>& momW, float momB,
                          const std::vector<float>& wc);
+  // Adjusts own weight matrix i as drawn (initW x N(0,1), on the host) before it goes to the
+  // device; the default keeps it.
+  virtual void adjustInitialWeights(size_t i, Tensor& hostWeights) const {
+    (void)i;
+    (void)hostWeights;
+  }
+  // One update of own weight matrix i from its gradient summed over numCases cases:
+  // inc = mom * inc + eps / numCases * grad - wc * eps * weights; weights += inc.
+  virtual void updateWeights(size_t i, int numCases);
 
   std::vector<WeightSlot> weights;  // set by the Net
   WeightSlot bias;

@@ -223,7 +223,9 @@ void Net::createWeights() {
       // Keyed by the layer's place in the layer list, so its replicas, and the same net
       // placed otherwise, start from the same weights.
       uint64_t base = (static_cast<uint64_t>(wl->configIndex) << 40) | (static_cast<uint64_t>(i) << 34);
-      store->weights = gaussianOnHost(shape, wl->initW(i), initKey, base).to(dev);
+      Tensor drawn = gaussianOnHost(shape, wl->initW(i), initKey, base);
+      wl->adjustInitialWeights(i, drawn);
+      store->weights = drawn.to(dev);
       store->inc = filledOnHost(shape, 0.f).to(dev);
       store->grad = filledOnHost(shape, 0.f).to(dev);
       wl->weights[i].store = store;
@@ -954,16 +956,13 @@ void Net::bpropOn(Worker& w, uint64_t generation) {
 }
 
 void Net::updateOn(Worker& w, int numCases) {
-  auto step = [numCases](WeightStore& s, bool decay) {
-    if (s.eps == 0.f) return;
-    ops::momentumUpdate(s.weights, s.grad, s.inc, s.eps / numCases, s.mom, decay ? s.wc * s.eps : 0.f);
-  };
   for (Layer* layer : w.layers) {
     auto* wl = dynamic_cast<WeightLayer*>(layer);
     if (!wl || wl->replicaIndex > 0) continue;  // replica 0 updates for all its replicas
-    for (WeightSlot& s : wl->weights)
-      if (!s.shared) step(*s.store, true);
-    step(*wl->bias.store, false);
+    for (size_t i = 0; i < wl->weights.size(); ++i)
+      if (!wl->weights[i].shared) wl->updateWeights(i, numCases);
+    WeightStore& b = *wl->bias.store;  // biases do not decay
+    if (b.eps != 0.f) ops::momentumUpdate(b.weights, b.grad, b.inc, b.eps / numCases, b.mom, 0.f);
     // ... and hands them the new weights (they are done with theirs for this pass).
     for (size_t r = 1; r < wl->replicaGroup.size(); ++r) {
       auto& other = static_cast<WeightLayer&>(*wl->replicaGroup[r]);

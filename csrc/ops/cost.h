@@ -6,6 +6,7 @@
 // *objective* (log-probability, i.e. the negative cost), so that the weight update adds
 // it (w += eps * grad). targets = scaleTargets * targets + scaleOutput * result.
 #pragma once
+#include "core/host_device.h"
 #include "core/tensor.h"
 
 namespace ccn {
@@ -15,6 +16,12 @@ namespace ccn {
 //     safelog(x) = log(x) for x > 0, else -50 (the 2012 release's);
 //   RobustFlickr (cost.rflickr): log(1 + (y - t)^2).
 enum class ElementCost { BinaryCrossEnt, RobustFlickr };
+
+// The least probability a log-probability cost reads: a probability that underflowed to 0
+// (a saturated softmax) costs -log(FLT_MIN) = 87.3 per case, not Inf, as Caffe's softmax
+// loss. NaN passes through (the NaN guard names it).
+constexpr float kLeastLogProbability = 1.17549435e-38f;  // FLT_MIN
+CCN_HOST_DEVICE float probabilityForLog(float p) { return p < kLeastLogProbability ? kLeastLogProbability : p; }
 
 struct CostResult {
   double cost = 0;    // summed over cases

@@ -617,6 +617,7 @@ class LayerParser:
     learning_keys = frozenset()   # keys only the layer-params file may give
     min_inputs, max_inputs = 1, 1  # max_inputs None: any number
     takes_neuron = True           # whether neuron= shorthand is allowed
+    class_tree = None             # the data provider's class tree (set by load_layers)
 
     def definition_keys(self):
         common = {"type", "gpu"} | ({"inputs"} if self.max_inputs != 0 else set())
@@ -866,6 +867,31 @@ class FcLayerParser(_WeightLayerParser):
     def resolve(self, sec, layer, inputs, data_dims):
         _set_output(layer, outputs=sec.get_int("outputs", minimum=1))
         self.resolve_init(sec, layer, len(inputs))
+
+
+@register_layer_parser
+class TreeFcLayerParser(_WeightLayerParser):
+    """The 2012 release's treefc: an fc layer over the classes of the data provider's class
+    tree, with a weight column per tree node (a class's weights sum its path from the root)."""
+    type_name = "treefc"
+    keys = frozenset({"outputs", "initW", "initB", "initWFunc", "initBFunc"})
+
+    def resolve(self, sec, layer, inputs, data_dims):
+        parents = self.class_tree
+        if parents is None:
+            raise sec.error("type", "treefc needs a class tree from the data provider (batches.meta 'tree' "
+                                    "with all_wnids['gproot'], or dummy-lr-N); this provider has none")
+        classes = len(parents) - len({p for p in parents if p >= 0})  # leaves: the classes
+        outputs = sec.get_int("outputs", classes, minimum=1)
+        if outputs != classes:
+            raise sec.error("outputs", f"is {outputs}, but the class tree has {classes} classes")
+        _set_output(layer, outputs=classes)
+        layer["treeParents"] = list(parents)
+        self.resolve_init(sec, layer, 1)
+
+    def apply_constraints(self, source, layer, count):
+        if layer.pop("wball", None):  # as the 2012 code, which constrains no treefc weights
+            warn(f"{source.params_path}: [{source.layer_name}] wball: ignored on a treefc layer")
 
 
 @register_layer_parser
@@ -1403,10 +1429,12 @@ def _share_connectivity(layers, sections):
             conns[i] = list(owner_conns[index])
 
 
-def load_layers(layer_def_path, layer_params_path, data_dims):
+def load_layers(layer_def_path, layer_params_path, data_dims, class_tree=None):
     """Parses both layer files into the resolved layer list of docs/layer-dicts.md.
 
-    data_dims maps a dataIdx to (channels, imgSizeY, imgSizeX) or to an int (flat rows).
+    data_dims maps a dataIdx to (channels, imgSizeY, imgSizeX) or to an int (flat rows);
+    class_tree is the data provider's class tree (DataProvider.class_tree: each node's parent),
+    which treefc layers read.
     Raises ConfigError (a ValueError) naming file, section and key on any problem."""
     data_dims = _check_data_dims(data_dims)
     sections = _read_ini(layer_def_path)
@@ -1462,6 +1490,7 @@ def load_layers(layer_def_path, layer_params_path, data_dims):
             layer["gpu"] = inputs[0]["gpu"] if inputs else 0
             if inputs and "replicas" in inputs[0]:
                 layer["replicas"] = list(inputs[0]["replicas"])
+        parsers[name].class_tree = class_tree
         parsers[name].resolve(owner_section[name], layer, inputs, data_dims)
         resolved.append(layer)
 

@@ -8,11 +8,13 @@ definitions (docs/coming-from-pytorch.md shows how to load them).
 Layouts (--layout):
   ccn (default), the engine's (docs/DESIGN.md): conv (filterChannels*filterSize^2, filters)
       with rows ordered (channel, row, col); local (modulesY*modulesX*filterChannels*
-      filterSize^2, filters), module outermost; fc (inputs, outputs); biases (filters,),
+      filterSize^2, filters), module outermost; fc (inputs, outputs); treefc (inputs, tree
+      nodes); biases (filters,),
       (filters*modulesY*modulesX,) untied, (outputs,) for fc.
   torch: conv (filters, filterChannels, filterSize, filterSize) as torch.nn.Conv2d's weight;
       local (modulesY, modulesX, filters, filterChannels, filterSize, filterSize); fc
-      (outputs, inputs) as torch.nn.Linear's weight; untied biases (filters, modulesY, modulesX).
+      (outputs, inputs) as torch.nn.Linear's weight; treefc (tree nodes, inputs); untied biases
+      (filters, modulesY, modulesX).
 
 to_torch(path) builds a torch.nn.Module (eval mode) computing the net's test-time outputs
 from an export in either layout, a checkpoint or a run directory.
@@ -39,7 +41,7 @@ def _per_input(layer, key, i):
 def torch_weight(layer, w, i):
     """One weight matrix of the engine's layout in torch's."""
     kind = layer["type"]
-    if kind == "fc":
+    if kind in ("fc", "treefc"):  # treefc: one row per class-tree node
         return np.ascontiguousarray(w.T)
     if kind in ("conv", "local"):
         fc, fs = _per_input(layer, "filterChannels", i), _per_input(layer, "filterSize", i)

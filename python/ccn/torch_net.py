@@ -144,6 +144,19 @@ def _fc(net, layer, inputs):
     return out + net.bias(layer)
 
 
+def _treefc(net, layer, inputs):
+    """A class's weights: the sum of its tree path's node rows (treeParents: each node's parent)."""
+    nodes = net.weight(layer, 0)  # (tree nodes, inputs)
+    parents, classes = layer["treeParents"], layer["outputs"]
+    paths = torch.zeros(classes, len(parents), dtype=nodes.dtype)
+    for k in range(classes):
+        n = k
+        while n != -1:
+            paths[k, n] = 1
+            n = parents[n]
+    return F.linear(inputs[0].reshape(inputs[0].shape[0], -1), paths @ nodes) + net.bias(layer)
+
+
 def _pool(net, layer, inputs):
     x = _as_image(inputs[0], layer)
     size, stride, start = layer["sizeX"], layer["stride"], layer["start"]
@@ -177,7 +190,7 @@ def _norm(net, layer, inputs):
 
 
 _LAYERS = {
-    "conv": _conv, "local": _conv, "fc": _fc, "pool": _pool,
+    "conv": _conv, "local": _conv, "fc": _fc, "treefc": _treefc, "pool": _pool,
     "cmrnorm": _norm, "rnorm": _norm, "cnorm": _norm,
     "neuron": lambda net, layer, inputs: _neuron(layer["neuron"], inputs[0]),
     "softmax": lambda net, layer, inputs: F.softmax(inputs[0].reshape(inputs[0].shape[0], -1), dim=1),

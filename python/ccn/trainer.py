@@ -119,7 +119,7 @@ class Trainer:
             self.layers = self.state["layers"]
             config.load_layer_params(op["layer_params"], self.layers)
         else:
-            self.layers = config.load_layers(op["layer_def"], op["layer_params"], data_dims)
+            self.layers = config.load_layers(op["layer_def"], op["layer_params"], data_dims, dp.class_tree)
         self.by_name = {layer["name"]: layer for layer in self.layers}
         self.constrained = constraints.constrained_layers(self.layers)
         # cuda-convnet2's updatePeriod: these layers update once per k minibatches

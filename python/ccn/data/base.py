@@ -83,6 +83,56 @@ class CorruptDataError(ValueError):
     """A data file exists but is not in the expected format (bad header, wrong size, truncated)."""
 
 
+def class_tree_parents(children, root, num_classes, where):
+    """A class tree (treefc layers) as each node's parent, -1 at the root, from cuda-convnet's
+    batches.meta form: children = {node: [child nodes]} over nodes 0..N-1, the root's number.
+    The leaves must be the labels 0..num_classes-1 and every node reachable from the root
+    once; CorruptDataError naming `where` otherwise."""
+    def bad(message):
+        return CorruptDataError(f"{where}: class tree: {message}")
+
+    if not isinstance(children, dict) or not children:
+        raise bad("'tree' must map each node number to a list of its children")
+    nodes = len(children)
+    if sorted(children) != list(range(nodes)) or any(isinstance(k, bool) for k in children):
+        raise bad(f"its nodes must be numbered 0..{nodes - 1}")
+    if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 0 <= root < nodes:
+        raise bad(f"root {root!r} is not one of its nodes")
+    parents = [None] * nodes
+    parents[int(root)] = -1
+    for node in range(nodes):
+        kids = children[node]
+        if not isinstance(kids, (list, tuple)):
+            raise bad(f"node {node}: children must be a list, got {type(kids).__name__}")
+        for kid in kids:
+            if isinstance(kid, bool) or not isinstance(kid, (int, np.integer)) or not 0 <= kid < nodes:
+                raise bad(f"node {node}: child {kid!r} is not one of its nodes")
+            if parents[kid] is not None:
+                raise bad(f"node {kid} has two parents (or is the root)")
+            parents[kid] = node
+    seen, stack = 0, [int(root)]  # every node reachable from the root (no detached cycle)
+    while stack:
+        seen += 1
+        stack.extend(int(k) for k in children[stack.pop()])
+    if seen != nodes:
+        raise bad(f"{nodes - seen} node(s) cannot be reached from the root {root}")
+    leaves = sorted(n for n in range(nodes) if not children[n])
+    if leaves != list(range(num_classes)):
+        raise bad(f"its leaves must be the classes 0..{num_classes - 1} (it has {len(leaves)} leaves)")
+    return [int(p) for p in parents]
+
+
+def meta_class_tree(meta, num_classes, where):
+    """The class tree of a batches.meta dict ('tree' and 'all_wnids'['gproot'], as the
+    ImageNet meta files of cuda-convnet had them), as class_tree_parents; None without one."""
+    if "tree" not in meta:
+        return None
+    wnids = meta.get("all_wnids")
+    if not isinstance(wnids, dict) or "gproot" not in wnids:
+        raise CorruptDataError(f"{where}: a 'tree' needs all_wnids['gproot'] (the root node)")
+    return class_tree_parents(meta["tree"], wnids["gproot"], num_classes, where)
+
+
 def register_provider(name):
     """Class decorator: make a provider class available to ``get_provider`` under ``name``."""
     def register(cls):
@@ -224,6 +274,9 @@ class DataProvider:
     name = None
     num_views = 1
     label_names = []
+    # A class tree over the labels (for treefc layers): each node's parent, -1 at the root,
+    # leaves 0..num_classes-1 (class_tree_parents); None when the data has none.
+    class_tree = None
     options = ()  # the ProviderOptions this provider takes from the command line
 
     def __init__(self, data_path, batch_range, test, seed):

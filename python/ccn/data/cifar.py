@@ -35,7 +35,7 @@ import threading
 import numpy as np
 
 from .base import (CorruptDataError, DataProvider, MissingDataError, ProviderOption, batch_rng, labels_row,
-                   register_provider, to_layout)
+                   meta_class_tree, register_provider, to_layout)
 
 IMAGE_SIZE = 32
 CHANNELS = 3
@@ -119,6 +119,7 @@ class CIFARProvider(DataProvider):
         if "label_names" not in meta:
             raise CorruptDataError(f"{meta_path}: no label_names entry")
         self.label_names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in meta["label_names"]]
+        self.class_tree = meta_class_tree(meta, len(self.label_names), meta_path)
         for batchnum in self.batch_range:
             path = self._batch_path(batchnum)
             if not os.path.isfile(path):

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import safe_pickle
 from .augmented import AugmentedImageProvider
-from .base import CorruptDataError, MissingDataError, register_provider
+from .base import CorruptDataError, MissingDataError, meta_class_tree, register_provider
 
 META_FILE = "batches.meta"
 CHANNELS = 3
@@ -66,6 +66,7 @@ class JPEGBatchProvider(AugmentedImageProvider):
     def read_source_info(self):
         names = self._meta_value("label_names")
         self.label_names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+        self.class_tree = meta_class_tree(self._meta, len(self.label_names), self._meta_path)
         num_vis = int(self._meta_value("num_vis"))
         size = math.isqrt(num_vis // CHANNELS)
         if CHANNELS * size * size != num_vis:
