@@ -2,7 +2,8 @@
 translated kind of layer (strided padded conv whose last module hangs over the image, local
 with untied biases, max and avg pooling, cross-map and spatial normalisation, tanh, dropout,
 hs, href, pass, a two-input fc, eltsum, concat, softmax) is trained, exported and rebuilt in torch, whose
-test-set probabilities must match ccn's to 1e-5."""
+test-set probabilities must match ccn's to 1e-5; a second net (randSparse conv, cmpool, blur,
+nailbed, maxabs pooling) with random weights must match the engine's forward pass."""
 import json
 import os
 
@@ -199,11 +200,14 @@ def test_export_defaults_under_the_run_directory(trained, capsys):
 def test_an_untranslated_layer_is_named(trained):
     run_dir, _ = trained
     state, _, _ = checkpoint.load(run_dir)
-    layers = [dict(layer, pool="maxabs") if layer["name"] == "pool1" else layer for layer in state["layers"]]
+    layers = [dict(layer, pool="rand") if layer["name"] == "pool1" else layer for layer in state["layers"]]
     from ccn.torch_net import TorchNet
     net = TorchNet(layers, export.weight_arrays(dict(state, layers=layers), "torch"))
-    with pytest.raises(ValueError, match="pool=maxabs of layer 'pool1'"):
+    with pytest.raises(ValueError, match="pool=rand of layer 'pool1'"):
         net(torch.zeros(2, 3 * 32 * 32))
+    layers = [dict(layer, type="sfc") if layer["name"] == "fca" else layer for layer in state["layers"]]
+    with pytest.raises(ValueError, match="to_torch: layer 'fca' has type sfc, which is not translated"):
+        TorchNet(layers, export.weight_arrays(dict(state, layers=layers), "torch"))
 
 
 def test_cmrnorm_is_torchs_local_response_norm(rng):
@@ -231,3 +235,107 @@ def test_eps_zero_freezes_a_layer_when_fine_tuning(trained, tmp_path):
     np.testing.assert_array_equal(after["conv1"]["weights"][0], before["conv1"]["weights"][0])
     np.testing.assert_array_equal(after["conv1"]["biases"], before["conv1"]["biases"])
     assert np.abs(after["fca"]["weights"][0] - before["fca"]["weights"][0]).max() > 1e-6
+
+
+PIXEL_NET = """
+[data]
+type=data
+dataIdx=0
+
+[labels]
+type=data
+dataIdx=1
+
+[conv1]
+type=conv
+inputs=data
+channels=3
+filters=8
+filterSize=3
+padding=1
+initW=0.3
+neuron=tanh
+
+[sparse]
+type=conv
+inputs=conv1
+channels=8
+filters=4
+groups=2
+randSparse=1
+filterChannels=4
+filterSize=3
+padding=1
+initW=0.3
+
+[cmp]
+type=cmpool
+inputs=sparse
+channels=8
+size=3
+stride=2
+
+[blur]
+type=blur
+inputs=cmp
+channels=4
+filterSize=5
+stdev=1.2
+
+[nails]
+type=nailbed
+inputs=blur
+channels=4
+stride=2
+
+[pool]
+type=pool
+pool=maxabs
+inputs=nails
+channels=4
+sizeX=2
+stride=2
+
+[fc]
+type=fc
+inputs=pool
+outputs=5
+initW=0.3
+
+[probs]
+type=softmax
+inputs=fc
+
+[logprob]
+type=cost.logreg
+inputs=labels,probs
+"""
+
+
+def test_to_torch_translates_randsparse_cmpool_blur_nailbed_and_maxabs(tmp_path, rng):
+    from ccn import _core, config
+    from ccn.torch_net import TorchNet
+    (tmp_path / "net.cfg").write_text(PIXEL_NET)
+    (tmp_path / "params.cfg").write_text("".join(f"[{n}]\nepsW=0.1\nepsB=0.1\nmomW=0.9\nmomB=0.9\n\n"
+                                                 for n in ("conv1", "sparse", "fc")))
+    layers = config.load_layers(str(tmp_path / "net.cfg"), str(tmp_path / "params.cfg"), {0: (3, 12, 12), 1: 1})
+    assert next(l for l in layers if l["name"] == "sparse")["filterConns"][0] is not None
+    net = _core.Net(layers, ["cpu"], 4)
+    params = {}
+    for name in net.weight_layer_names():
+        p = net.get_params(name)
+        params[name] = {"weights": [rng.standard_normal(w.shape).astype(np.float32) * 0.3 for w in p["weights"]],
+                        "biases": rng.standard_normal(p["biases"].shape).astype(np.float32)}
+        net.set_params(name, params[name])
+    images = rng.standard_normal((3 * 12 * 12, 6)).astype(np.float32)
+    net.fprop([images, np.zeros((1, 6), np.float32)], False)
+    probs = net.get_acts("probs")
+    torch_net = TorchNet(layers, export.weight_arrays({"layers": layers, "params": params}, "torch")).eval()
+    with torch.no_grad():
+        ours = torch_net(torch.from_numpy(images.T.copy()))
+        pooled = torch_net(torch.from_numpy(images.T.copy()), output="pool").numpy()
+    engine_pool = net.get_acts("pool")
+    assert (engine_pool < 0).mean() > 0.2  # maxabs keeps negative winners
+    np.testing.assert_allclose(pooled.reshape(6, -1), engine_pool.reshape(-1, 6).T, atol=1e-5, rtol=0)
+    assert probs.std() > 1e-2
+    np.testing.assert_allclose(ours.numpy(), probs.T, atol=1e-5, rtol=0)

@@ -79,10 +79,6 @@ class TorchNet(torch.nn.Module):
                                  [l for l in self.layers if not l["type"].startswith("cost.")][-1]["name"])
         unsupported = [l for l in self.layers if l["type"] not in _LAYERS and l["type"] != "data"
                        and not l["type"].startswith("cost.")]
-        sparse = [l for l in self.layers if any(c is not None for c in l.get("filterConns") or [])]
-        if sparse:
-            raise ValueError(f"to_torch: layer '{sparse[0]['name']}' has randSparse=1 connectivity, which is not "
-                             "translated")
         if unsupported:
             raise ValueError(f"to_torch: layer '{unsupported[0]['name']}' has type {unsupported[0]['type']}, "
                              f"which is not translated (translated: {', '.join(sorted(_LAYERS))})")
@@ -116,6 +112,9 @@ def _conv(net, layer, inputs):
             v = layer[k]
             return v[i] if isinstance(v, list) else v
         x = _as_image(x, layer, i)
+        conns = (layer.get("filterConns") or [None] * len(inputs))[i]
+        if conns is not None:  # randSparse: group g sees channels conns[g*fc:(g+1)*fc], gathered
+            x = x[:, torch.as_tensor(conns)]
         fs, pad, stride = key("filterSize"), key("padding"), key("stride")
         py = _pad_for(x.shape[2], layer["modulesY"], fs, stride, -pad)
         px = _pad_for(x.shape[3], layer["modulesX"], fs, stride, -pad)
@@ -171,9 +170,41 @@ def _pool(net, layer, inputs):
         sums = F.avg_pool2d(F.pad(x, pad), size, stride, divisor_override=1)
         counts = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), pad), size, stride, divisor_override=1)
         y = sums / counts
+    elif layer["pool"] == "maxabs":  # the value of largest magnitude (the first of equals)
+        pad = (px[0], px[1], py[0], py[1])
+        high = F.max_pool2d(F.pad(x, pad, value=-float("inf")), size, stride)
+        low = -F.max_pool2d(F.pad(-x, pad, value=-float("inf")), size, stride)
+        y = torch.where(high.abs() >= low.abs(), high, low)
     else:
         raise ValueError(f"to_torch: pool={layer['pool']} of layer '{layer['name']}' is not translated")
     return y[:, :, :layer["outputsY"], :layer["outputsX"]]
+
+
+def _cmpool(net, layer, inputs):
+    """Output channel o: the max over input channels start + o*stride + [0, size) that exist."""
+    x = _as_image(inputs[0], layer)
+    outs = []
+    for o in range(layer["outputChannels"]):
+        first = layer["start"] + o * layer["stride"]
+        outs.append(x[:, max(first, 0):min(first + layer["size"], x.shape[1])].amax(dim=1))
+    return torch.stack(outs, dim=1)
+
+
+def _blur(net, layer, inputs):
+    """The separable blur: the dict's taps along x, then along y, zeros outside the image."""
+    x = _as_image(inputs[0], layer)
+    taps = torch.as_tensor(layer["filter"], dtype=x.dtype)
+    channels, half = x.shape[1], len(layer["filter"]) // 2
+    along_x = taps.reshape(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    along_y = taps.reshape(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    x = F.conv2d(x, along_x, padding=(0, half), groups=channels)
+    return F.conv2d(x, along_y, padding=(half, 0), groups=channels)
+
+
+def _nailbed(net, layer, inputs):
+    x = _as_image(inputs[0], layer)
+    start, stride = layer["start"], layer["stride"]
+    return x[:, :, start::stride, start::stride][:, :, :layer["outputsY"], :layer["outputsX"]]
 
 
 def _norm(net, layer, inputs):
@@ -191,7 +222,7 @@ def _norm(net, layer, inputs):
 
 _LAYERS = {
     "conv": _conv, "local": _conv, "fc": _fc, "treefc": _treefc, "pool": _pool,
-    "cmrnorm": _norm, "rnorm": _norm, "cnorm": _norm,
+    "cmrnorm": _norm, "rnorm": _norm, "cnorm": _norm, "cmpool": _cmpool, "blur": _blur, "nailbed": _nailbed,
     "neuron": lambda net, layer, inputs: _neuron(layer["neuron"], inputs[0]),
     "softmax": lambda net, layer, inputs: F.softmax(inputs[0].reshape(inputs[0].shape[0], -1), dim=1),
     "dropout": lambda net, layer, inputs: inputs[0],  # inverted dropout: the identity when testing
