@@ -2,6 +2,7 @@
 one clear error (or the right answer), never a signal, a hang or a traceback."""
 import math
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -122,6 +123,34 @@ def test_layer_def_must_be_a_regular_file(tmp_path, cifar, capsys, special):
         os.mkfifo(special)
     assert convnet(tmp_path, cifar, special, params) == 2
     one_line_error(capsys, special, "not a regular file")
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("hostile", ["pickle with code", "fifo", "/dev/zero"])
+def test_a_hostile_cifar_batch_runs_no_code_and_is_one_line(tmp_path, cifar, capsys, hostile):
+    """CIFAR batches are pickles: one that names a function is refused before anything runs,
+    and a FIFO or a device in a batch's place is refused without blocking."""
+    layers, params = write_net(tmp_path)
+    batch = os.path.join(cifar, "data_batch_3")
+    os.remove(batch)
+    marker = tmp_path / "owned"
+    if hostile == "fifo":
+        os.mkfifo(batch)
+    elif hostile == "/dev/zero":
+        os.symlink("/dev/zero", batch)
+    else:
+        with open(batch, "wb") as f:
+            pickle.dump({"data": _RunsCode(marker), "labels": [0]}, f)
+    assert convnet(tmp_path, cifar, layers, params) == 2
+    assert not marker.exists()
+    one_line_error(capsys, batch, "refuses to load" if hostile == "pickle with code" else "not a regular file")
 
 
 @pytest.mark.parametrize("edit, needles", [

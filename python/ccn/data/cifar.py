@@ -29,11 +29,11 @@ top-right, bottom-left, bottom-right, centre, then the same five flipped — ret
 (1, numCases) once.
 """
 import os
-import pickle
 import threading
 
 import numpy as np
 
+from . import safe_pickle
 from .base import (CorruptDataError, DataProvider, MissingDataError, ProviderOption, batch_rng, labels_row,
                    meta_class_tree, register_provider, to_layout)
 
@@ -54,20 +54,13 @@ def batch_file_name(batchnum):
 
 
 def load_pickle(path):
-    """A CIFAR pickle as a dict with str keys (Python 2 byte-string keys decoded)."""
-    if not os.path.isfile(path):
-        raise MissingDataError(f"CIFAR file {path} not found; pass --data-path=<folder with data_batch_1..5, "
-                               f"test_batch and batches.meta> (CIFAR-10 python version)")
-    try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
-    except OSError:
-        raise
-    except Exception as e:  # a damaged pickle can fail in many ways; all mean "corrupt"
-        raise CorruptDataError(f"{path}: not a readable CIFAR pickle ({type(e).__name__}: {e})") from None
+    """A CIFAR pickle as a dict with str keys (Python 2 byte-string keys decoded), read as
+    data only (safe_pickle: no code runs)."""
+    obj = safe_pickle.load(path, "CIFAR file", "; pass --data-path=<folder with data_batch_1..5, test_batch and "
+                                               "batches.meta> (CIFAR-10 python version)")
     if not isinstance(obj, dict):
         raise CorruptDataError(f"{path}: expected a pickled dict, found {type(obj).__name__}")
-    return {(k.decode("latin-1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+    return obj
 
 
 def _file_key(paths):

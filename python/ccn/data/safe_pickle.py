@@ -1,6 +1,7 @@
-"""Pickles that hold data only: cuda-convnet2's batch files, read without running code.
+"""Pickles that hold data only: cuda-convnet's and cuda-convnet2's batch files (CIFAR's
+among them), read without running code.
 
-cuda-convnet2 stores its batches and batches.meta as pickles. A pickle names functions
+They store batches and batches.meta as pickles. A pickle names functions
 that the reader calls (its "globals"); ``load`` refuses every global except the ones NumPy
 uses to rebuild an array (``ndarray``, ``dtype``, ``_reconstruct``, ``scalar``), so a file
 can hold dicts, lists, tuples, bytes, str, numbers and NumPy arrays and nothing that runs.
@@ -10,6 +11,7 @@ resumed writer) never sees half a file.
 import os
 import pickle
 
+from ..regular_file import NotARegularFile, open_regular_file
 from .base import CorruptDataError, MissingDataError
 
 # The module/name pairs NumPy's array pickles call, in NumPy 1 and NumPy 2 spellings.
@@ -27,12 +29,18 @@ class _DataUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refuses to load {module}.{name}: batch files hold data only")
 
 
-def load(path, what="batch file"):
-    """The object pickled in ``path`` (str keys of dicts decoded from Python 2 bytes)."""
-    if not os.path.isfile(path):
-        raise MissingDataError(f"{what} {path} not found")
+def load(path, what="batch file", missing_hint=""):
+    """The object pickled in ``path`` (str keys of dicts decoded from Python 2 bytes).
+    MissingDataError (with ``missing_hint``) when there is no file; CorruptDataError for a
+    damaged or hostile pickle, or a path that is not a regular file (a FIFO, a device)."""
     try:
-        with open(path, "rb") as f:
+        f = open_regular_file(path)
+    except FileNotFoundError:
+        raise MissingDataError(f"{what} {path} not found{missing_hint}") from None
+    except NotARegularFile as e:
+        raise CorruptDataError(str(e)) from None
+    try:
+        with f:
             obj = _DataUnpickler(f, encoding="bytes").load()
     except OSError:
         raise
