@@ -874,6 +874,23 @@ def test_gradients_element_costs(rng, kind):
     assert check_gradients(layers, batch) == 2
 
 
+def test_crossent2_through_a_saturated_logistic_stays_exact(rng):
+    """A logistic neuron feeding only cost.crossent2 takes coeff * (t - y) as its input's
+    gradient (fused), finite where y has saturated to exactly 0 or 1."""
+    layers, batch = _element_cost_net(rng, "cost.crossent2")
+    net = make_net(layers, ["cpu"], 0)
+    w = net.get_params("fc")["weights"][0]
+    net.set_params("fc", {"weights": [(rng.standard_normal(w.shape) * 60).astype(np.float32)]})
+    net.fprop(batch, True)
+    net.bprop()
+    y = net.get_acts("y").astype(np.float64)
+    assert np.any(y == 1.0) and np.any(y == 0.0)  # saturated in float32
+    assert np.isfinite(net.costs()["cost"][0])
+    g = 0.7 * (batch[1].astype(np.float64) - y)
+    expected = batch[0].astype(np.float64) @ g.T
+    assert_close(net.get_grads("fc")["weights"][0], expected, rtol=1e-5, what="fc weight gradient")
+
+
 def test_sum_pooling_matches_numpy(rng):
     """avg pooling with sum=True (cuda-convnet2): each window's sum over its in-image pixels."""
     d = data("data", 0, chw=(2, 6, 5))

@@ -16,8 +16,8 @@ class CrossEntCostLayer : public CostLayer {
     requireInputRows(0, inputs[1].layer->outputs(), "the rows of the probabilities");
   }
 
-  bool backpropagatesTo(int j) const override { return j == 1 && !fusedSoftmax(); }
-  bool fusesWithSoftmax() const override { return true; }
+  bool backpropagatesTo(int j) const override { return j == 1 && !fused(); }
+  const char* fusedProducerType() const override { return "softmax"; }
 
   void fprop(bool) override { result_ = ops::crossEntCost(inputs[0].acts(), inputs[1].acts()); }
 
@@ -27,7 +27,7 @@ class CrossEntCostLayer : public CostLayer {
       ops::crossEntGrad(inputs[0].acts(), probs.acts(), probs.grad(), coeff_, probs.gradScale, 1.f);
   }
 
-  void softmaxInputGrad(const Tensor& probs, Tensor& target, float scaleTargets) const override {
+  void fusedInputGrad(const Tensor& probs, Tensor& target, float scaleTargets) const override {
     ops::softmaxCrossEntGrad(inputs[0].acts(), probs, target, coeff_, scaleTargets, 1.f);
   }
 };

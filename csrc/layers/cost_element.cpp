@@ -3,10 +3,12 @@
 // against targets t, -(t log y + (1-t) log(1-y)); cost.rflickr, the robust cost
 // log(1 + (y-t)^2). The cost is summed over every element; no error is counted (0). The
 // gradient sent back is coeff times the exact gradient of the objective (minus the cost)
-// with respect to the outputs (through a logistic layer it becomes coeff * (t - y) for
-// crossent2, as the 2012 release computed it).
+// with respect to the outputs; crossent2 fed by a logistic neuron (alone, on its device)
+// gives that neuron's input coeff * (t - y) directly, as the 2012 release did, which stays
+// exact where the logistic saturates to 0 or 1.
 #include "net/layer.h"
 #include "ops/cost.h"
+#include "ops/dense.h"
 
 namespace ccn::net {
 namespace {
@@ -19,6 +21,16 @@ class ElementCostLayer : public CostLayer {
   void checkInputs() const override {
     requireInputCount(2);
     requireInputRows(0, inputs[1].layer->outputs(), "the outputs' rows (the labels of every output)");
+  }
+
+  bool backpropagatesTo(int j) const override { return j == 1 && !fused(); }
+  const char* fusedProducerType() const override {
+    return Kind == ElementCost::BinaryCrossEnt ? "neuron" : nullptr;  // a logistic one (it checks)
+  }
+
+  void fusedInputGrad(const Tensor& outputs, Tensor& target, float scaleTargets) const override {
+    ops::add(inputs[0].acts(), target, scaleTargets, coeff_);  // coeff * t
+    ops::add(outputs, target, 1.f, -coeff_);                   // - coeff * y
   }
 
   void fprop(bool) override {

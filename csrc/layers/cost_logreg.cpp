@@ -18,8 +18,8 @@ class LogregCostLayer : public CostLayer {
     requireInputRows(0, 1, "the labels' rows");
   }
 
-  bool backpropagatesTo(int j) const override { return j == 1 && !fusedSoftmax(); }
-  bool fusesWithSoftmax() const override { return true; }
+  bool backpropagatesTo(int j) const override { return j == 1 && !fused(); }
+  const char* fusedProducerType() const override { return "softmax"; }
 
   void fprop(bool) override { result_ = ops::logregCost(inputs[0].acts(), inputs[1].acts(), topK_); }
 
@@ -28,7 +28,7 @@ class LogregCostLayer : public CostLayer {
     if (probs.sendsGrad) ops::logregGrad(inputs[0].acts(), probs.acts(), probs.grad(), coeff_, probs.gradScale, 1.f);
   }
 
-  void softmaxInputGrad(const Tensor& probs, Tensor& target, float scaleTargets) const override {
+  void fusedInputGrad(const Tensor& probs, Tensor& target, float scaleTargets) const override {
     ops::softmaxLogregGrad(inputs[0].acts(), probs, target, coeff_, scaleTargets, 1.f);
   }
 

@@ -1,4 +1,6 @@
-// neuron: an element-wise activation function (relu, tanh[a,b], ...), acts = f(x).
+// neuron: an element-wise activation function (relu, tanh[a,b], ...), acts = f(x). A logistic
+// neuron feeding only a cost.crossent2 on its device takes its gradient from that cost,
+// coeff * (t - y) (fused: exact where the logistic saturates).
 #include "core/error.h"
 #include "net/layer.h"
 #include "ops/neuron.h"
@@ -21,15 +23,24 @@ class NeuronLayer : public Layer {
     requireInputRows(0, outputs_, "outputs");
   }
 
+  bool attachFusedCost(const CostLayer* cost) override {
+    if (neuron_.type != NeuronType::Logistic) return false;
+    fusedCost_ = cost;
+    return true;
+  }
+
   void fprop(bool) override { ops::neuronAct(inputs[0].acts(), acts(), neuron_, 0.f, 1.f); }
 
   void bprop() override {
     const LayerInput& in = inputs[0];
-    if (in.sendsGrad) ops::neuronGrad(actsGrad(), in.acts(), acts(), in.grad(), neuron_, in.gradScale, 1.f);
+    if (!in.sendsGrad) return;
+    if (fusedCost_) fusedCost_->fusedInputGrad(acts(), in.grad(), in.gradScale);
+    else ops::neuronGrad(actsGrad(), in.acts(), acts(), in.grad(), neuron_, in.gradScale, 1.f);
   }
 
  private:
   Neuron neuron_;
+  const CostLayer* fusedCost_ = nullptr;
 };
 
 [[maybe_unused]] const bool registered = registerLayerType("neuron", makeLayer<NeuronLayer>);

@@ -26,7 +26,7 @@ class SoftmaxLayer : public Layer {
   void bprop() override {
     const LayerInput& in = inputs[0];
     if (!in.sendsGrad) return;
-    if (fusedCost_) fusedCost_->softmaxInputGrad(acts(), in.grad(), in.gradScale);
+    if (fusedCost_) fusedCost_->fusedInputGrad(acts(), in.grad(), in.gradScale);
     else ops::softmaxGrad(actsGrad(), acts(), in.grad(), in.gradScale, 1.f);
   }
 

@@ -96,8 +96,8 @@ bool CostLayer::setParam(const std::string& key, double value) {
   return true;
 }
 
-void CostLayer::softmaxInputGrad(const Tensor&, Tensor&, float) const {
-  fail("cannot compute a fused softmax gradient");
+void CostLayer::fusedInputGrad(const Tensor&, Tensor&, float) const {
+  fail("cannot compute a fused gradient");
 }
 
 // ---- registry -----------------------------------------------------------------------

@@ -85,7 +85,8 @@ class Layer {
   virtual bool isCost() const { return false; }
   // Whether a gradient goes back to input j at all (cost layers send none to labels).
   virtual bool backpropagatesTo(int j) const { (void)j; return true; }
-  // A softmax accepts to take its gradient from `cost` (fused; see CostLayer); others refuse.
+  // A softmax (or a logistic neuron) accepts to take its gradient from `cost` (fused; see
+  // CostLayer); others refuse.
   virtual bool attachFusedCost(const CostLayer* cost) { (void)cost; return false; }
   // Checks the number and sizes of the inputs once they are wired (ValueError naming the layer).
   virtual void checkInputs() const = 0;
@@ -205,19 +206,22 @@ class CostLayer : public Layer {
   const CostResult& result() const { return result_; }
   float coeff() const { return coeff_; }
 
-  // Cost layers whose probabilities may come straight from a softmax can compute the
-  // gradient with respect to the softmax's input in one step (more accurate). The Net
-  // fuses when the softmax feeds only this cost on the same device.
-  virtual bool fusesWithSoftmax() const { return false; }
-  void setFusedSoftmax() { fusedSoftmax_ = true; }
-  bool fusedSoftmax() const { return fusedSoftmax_; }
-  // target = scaleTargets * target + the objective's gradient w.r.t. the softmax input.
-  virtual void softmaxInputGrad(const Tensor& probs, Tensor& target, float scaleTargets) const;
+  // A cost whose outputs input may come straight from a layer of type fusedProducerType()
+  // (a softmax for logreg and crossent, a logistic neuron for crossent2) computes the
+  // gradient with respect to that layer's input in one step: exact where the producer
+  // saturates. The Net fuses when the producer feeds only this cost on the same device and
+  // accepts (attachFusedCost).
+  virtual const char* fusedProducerType() const { return nullptr; }
+  void setFused() { fused_ = true; }
+  bool fused() const { return fused_; }
+  // target = scaleTargets * target + the objective's gradient w.r.t. the producer's input,
+  // from the producer's activations.
+  virtual void fusedInputGrad(const Tensor& producerActs, Tensor& target, float scaleTargets) const;
 
  protected:
   float coeff_ = 1.f;
   CostResult result_;
-  bool fusedSoftmax_ = false;
+  bool fused_ = false;
 };
 
 using LayerFactory = std::unique_ptr<Layer> (*)(const LayerConfig& cfg);

@@ -306,19 +306,20 @@ void Net::planGradients() {
     for (const LayerInput& in : layer->inputs) below = below || in.layer->needsGrad;
     layer->needsGrad = !layer->isData() && !layer->isCost() && below;
   }
-  // A softmax feeding only one cost on its device takes the fused gradient from that cost.
+  // A softmax (logistic neuron) feeding only one cost on its device takes the fused gradient
+  // from that cost.
   std::vector<int> consumerCount(layers_.size(), 0);
   for (auto& layer : layers_)
     for (const LayerInput& in : layer->inputs) ++consumerCount[in.layer->index];
   std::vector<bool> fusedSoftmax(layers_.size(), false);
   for (auto& layer : layers_) {
     auto* cost = dynamic_cast<CostLayer*>(layer.get());
-    if (!cost || !cost->fusesWithSoftmax()) continue;
+    if (!cost || !cost->fusedProducerType()) continue;
     Layer& probs = *cost->inputs[1].layer;
     if (!cost->inputs[1].isGathered() && probs.needsGrad && probs.device == cost->device &&
-        consumerCount[probs.index] == 1 &&
+        consumerCount[probs.index] == 1 && probs.type() == cost->fusedProducerType() &&
         probs.attachFusedCost(cost)) {
-      cost->setFusedSoftmax();
+      cost->setFused();
       fusedSoftmax[probs.index] = true;
     }
   }
