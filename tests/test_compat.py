@@ -224,8 +224,31 @@ def test_2012_learning_keys(tmp_path):
     np.testing.assert_allclose(values, [0.0001 * (1 + 0.5 * d) for d in draws], rtol=1e-12)
 
 
+def test_2012_schedules_named_and_jumpy(tmp_path, capsys):
+    """The 2012 parser's own form (name=value), jdexp, and sched (never read there)."""
+    params = SMALL_PARAMS + ("\n[conv1]\nschedW=dexp[tgtFactor=250,noiseStdev=0,numSteps=4]\n"
+                             "schedB=exp[tgtFactor=10,noiseStdev=0.5]\nsched=linear[1000]\n"
+                             "\n[fc10]\nschedW=jdexp[100,0,4]\n")
+    layers = _load(tmp_path, SMALL_NET, params)
+    conv, fc = layers["conv1"], layers["fc10"]
+    assert conv["epsW"] == [{"type": "dexp", "base": 0.0001, "tgtFactor": 250.0, "numSteps": 4}]
+    assert conv["epsB"] == {"type": "exp", "base": 0.0002, "tgtFactor": 10.0, "noiseStdev": 0.5}
+    assert "[conv1] sched: ignored, as by the 2012 release's parser" in capsys.readouterr().err
+    # jdexp: dexp's rates 1, 100^(-1/3), 100^(-2/3), 1/100 (base 1), but in the second half of a
+    # step's interval, for progress in (0.2, 0.9), the geometric mean with the previous rate
+    jdexp = dict(fc["epsW"][0], base=1.0)
+    rates = [1.0, 100 ** (-1 / 3), 100 ** (-2 / 3), 0.01]
+    for progress, expected in [(0.1, rates[0]), (0.2, rates[0]), (0.3, rates[1]), (0.4, (rates[1] * rates[0]) ** 0.5),
+                               (0.6, rates[2]), (0.7, (rates[2] * rates[1]) ** 0.5), (0.8, rates[3]),
+                               (0.9, rates[3]), (1.0, rates[3])]:
+        assert config.schedule_value(jdexp, progress) == pytest.approx(expected, rel=1e-12), progress
+    assert config.schedule_value(dict(jdexp, type="dexp"), 0.4) == pytest.approx(rates[1], rel=1e-12)
+
+
 @pytest.mark.parametrize("extra, key", [("updatePeriod=-1", "updatePeriod"), ("superEps=0.1", "superEps"),
                                         ("schedW=tanh[1,1]", "schedW"), ("schedW=linear[1]", "schedW"),
+                                        ("schedW=dexp[1000,4]", "schedW"),
+                                        ("schedW=dexp[tgtFactor=2,noiseStdev=0,steps=4]", "schedW"),
                                         ("epsW=exp[0.1;10]\nschedW=linear[1,0]", "schedW")])
 def test_2012_learning_keys_refused_in_one_line(tmp_path, extra, key):
     with pytest.raises(ConfigError) as err:

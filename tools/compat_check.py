@@ -10,14 +10,17 @@ net's input size by parsing it at the usual sizes (32 and 24 for CIFAR nets, 224
 ImageNet nets, else 32), writes tiny data in the format the net needs (16 CIFAR images
 per batch in cuda-convnet's own batch layout for 32 or 24 pixel nets, read whole or as
 centre/random crops; the dummy provider at the net's size otherwise, dummy-lr-N with its
-class tree for nets with a treefc layer), trains one data
+class tree for nets with a treefc layer, one-hot label matrices of the right rows for nets
+with cross-entropy-style costs), trains one data
 batch of two minibatches on the CPU (one CPU device per gpu= index the net uses), tests
 once, and prints one row per pair: pair, parsed, trained (yes; NaN: it ran but its
 learning rates diverged on this data; n/a: a failure the originals share (their parsers
-reject the file, or its init functions need a module the corpus does not hold, as the 2012
+reject the file, their released code cannot run it, or its init functions need a module
+the corpus does not hold, as the 2012
 release's initw.py, which loads a checkpoint it does not include), a definition without a
 params file, or replicas), test error, first error line. A net that parses at no candidate
-size shows its parse error (the one every size gives, when there is one). The exit status is 0 when no pair failed otherwise.
+size shows the parse error of the size that got furthest (an error of the params file, else
+the one naming the latest section). The exit status is 0 when no pair failed otherwise.
 """
 import argparse
 import configparser
@@ -56,8 +59,9 @@ def find_pairs(corpus):
     return pairs
 
 
-def rejected_by_originals(layer_def):
-    """Why cuda-convnet's own parsers refused this definition (None when they did not)."""
+def rejected_by_originals(layer_def, layer_params=None):
+    """Why cuda-convnet's own parsers refused this pair (None when they did not)."""
+    from ccn import config
     parser = configparser.RawConfigParser(strict=False)
     try:
         parser.read(layer_def)
@@ -67,6 +71,23 @@ def rejected_by_originals(layer_def):
         kind = parser.get(section, "type", fallback="")
         if kind in ("rnorm", "cnorm", "cmrnorm") and not parser.has_option(section, "size"):
             return f"[{section}] ({kind}) has no size= (every version's norm parser requires it)"
+        if kind == "pool" and parser.get(section, "pool", fallback="").strip() == "rand":
+            return (f"[{section}] pool=rand: the 2012 release's RandomPoolLayer calls convLocalRandomPool, which "
+                    "no released source defines (it could not be built; nothing says what it computed)")
+    params = configparser.RawConfigParser(strict=False)
+    try:
+        params.read(layer_params or [])
+    except configparser.Error:
+        return None
+    for section in params.sections():
+        for key in ("schedW", "schedB"):
+            text = params.get(section, key, fallback="default")
+            try:
+                config.parse_rate_schedule(text, 1.0)
+            except ValueError:
+                if "[" in text and any("=" not in item for item in text.split("[", 1)[1].rstrip("]").split(",")):
+                    return (f"[{section}] {key}={text}: the 2012 release's parser takes schedules only as "
+                            "name=value lists, and this one is short of values in any form")
     return None
 
 
@@ -97,6 +118,23 @@ def uses_class_tree(layer_def):
         return any(re.match(r"\s*type\s*=\s*treefc\s*$", line) for line in f)
 
 
+def label_rows(layer_def):
+    """The rows of the label matrices a cross-entropy-style cost (cost.crossent, crossent2,
+    rflickr) compares against its outputs layer (its fc's outputs=); 0 for class indices."""
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(layer_def)
+    except configparser.Error:
+        return 0
+    for section in parser.sections():
+        if parser.get(section, "type", fallback="") in ("cost.crossent", "cost.crossent2", "cost.rflickr"):
+            inputs = [name.strip() for name in parser.get(section, "inputs", fallback="").split(",")]
+            if len(inputs) == 2 and parser.has_section(inputs[1]):
+                outputs = parser.get(inputs[1], "outputs", fallback="0").strip()
+                return int(outputs) if outputs.isdigit() else 0
+    return 0
+
+
 def input_size(layer_def, layer_params):
     """(the first candidate image size the net parses at, None) or, when none does, (None, the
     parse error: the one every size gives if there is one, else the first size's)."""
@@ -104,14 +142,28 @@ def input_size(layer_def, layer_params):
     from ccn.data.dummy import SMALL_CLASS_TREE
     from ccn.data.base import class_tree_parents
     tree = class_tree_parents(*SMALL_CLASS_TREE, 10, "dummy-lr") if uses_class_tree(layer_def) else None
-    errors = []
+    errors, labels = [], label_rows(layer_def) or 1
     for size in CANDIDATE_SIZES:
         try:
-            config.load_layers(layer_def, layer_params, {0: (3, size, size), 1: 1}, tree)
+            config.load_layers(layer_def, layer_params, {0: (3, size, size), 1: labels}, tree)
             return size, None
         except Exception as e:  # noqa: BLE001 - any failure means "not this size"
             errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    return None, errors[0] if len(set(errors)) > 1 else errors[-1]
+    return None, max(errors, key=lambda e: _how_far(e, layer_def, layer_params))
+
+
+def _how_far(error, layer_def, layer_params):
+    """How far parsing got before `error`: the position of the definition section it names,
+    past all of them for an error of the params file (the geometry at this size was fine)."""
+    if layer_params and os.path.basename(layer_params) in error:
+        return 1 << 30
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(layer_def)
+    except configparser.Error:
+        return -1
+    named = [i for i, section in enumerate(parser.sections()) if f"[{section}]" in error]
+    return max(named, default=-1)
 
 
 def write_cifar_batches(folder, rng):
@@ -143,10 +195,13 @@ def data_options(size, cifar_dir):
 
 
 def data_options_for(layer_def, size, cifar_dir):
-    """The provider options for this net: a net with a treefc layer gets dummy-lr-N (a class tree)."""
+    """The provider options for this net: a net with a treefc layer gets dummy-lr-N (a class
+    tree), one with a cross-entropy-style cost one-hot label matrices of its rows."""
+    dummy = [f"--batch-size={CASES_PER_BATCH}", "--train-range=1", "--test-range=2"]
     if uses_class_tree(layer_def):
-        return [f"--data-provider=dummy-lr-{3 * size * size}", f"--batch-size={CASES_PER_BATCH}",
-                "--train-range=1", "--test-range=2"]
+        return [f"--data-provider=dummy-lr-{3 * size * size}"] + dummy
+    if label_rows(layer_def):
+        return [f"--data-provider=dummy-cn-{3 * size * size}", f"--label-rows={label_rows(layer_def)}"] + dummy
     return data_options(size, cifar_dir)
 
 
@@ -199,7 +254,7 @@ def main(argv=None):
             parsed, trained, err, first = run_pair(layer_def, layer_params, cifar_dir,
                                                    os.path.join(tmp, "runs"), args.mini, args.timeout)
             status = "yes" if trained else "no"
-            reason = rejected_by_originals(layer_def)
+            reason = rejected_by_originals(layer_def, layer_params)
             if not trained and reason:
                 status, first = "n/a", f"rejected by the originals' parsers too: {reason}"
             elif layer_params is None:

@@ -139,8 +139,49 @@ _SCHEDULE_PARAMS = {
     "linear": ("base", "tgtFactor"),
     "exp": ("base", "tgtFactor"),
     "dexp": ("base", "tgtFactor", "numSteps"),
+    "jdexp": ("base", "tgtFactor", "numSteps"),
 }
 _SCHEDULE_RE = re.compile(r"(\w+)\s*\[(.*)\]", re.S)
+
+
+def _schedule_values(text, kind, names):
+    """{name: value} of a schedule's bracketed list: positional values in the order of names,
+    or name=value items (after which no positional one), each name once and all present."""
+    lower_names = {n.lower(): n for n in names}
+    items = [item.strip() for item in re.split(r"[;,]", _SCHEDULE_RE.fullmatch(text).group(2))]
+    if items == [""]:
+        items = []
+    values, named = {}, False
+    for position, item in enumerate(items):
+        if "=" in item:
+            key, value = (part.strip() for part in item.split("=", 1))
+            if key.lower() not in lower_names:
+                raise ValueError(f"schedule {kind} has no parameter '{key}' (it takes {', '.join(names)})")
+            name, named = lower_names[key.lower()], True
+        else:
+            if named:
+                raise ValueError(f"schedule '{text}': positional value after named ones")
+            if position >= len(names):
+                raise ValueError(f"{kind}[...] takes {len(names)} values ({', '.join(names)}), got {len(items)}")
+            name, value = names[position], item
+        if name in values:
+            raise ValueError(f"schedule '{text}' gives {name} twice")
+        values[name] = _parse_int(value) if name == "numSteps" else _parse_float(value)
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ValueError(f"{kind}[...] takes {len(names)} values ({', '.join(names)}); missing {', '.join(missing)}")
+    return values
+
+
+def _check_schedule(values):
+    if "base" in values and not (math.isfinite(values["base"]) and values["base"] >= 0):
+        raise ValueError(f"schedule base must be >= 0, got {values['base']}")
+    if "tgtFactor" in values and not (math.isfinite(values["tgtFactor"]) and values["tgtFactor"] > 0):
+        raise ValueError(f"schedule tgtFactor must be > 0, got {values['tgtFactor']}")
+    if "noiseStdev" in values and not (math.isfinite(values["noiseStdev"]) and values["noiseStdev"] >= 0):
+        raise ValueError(f"noiseStdev must be >= 0, got {values['noiseStdev']}")
+    if "numSteps" in values and values["numSteps"] < 2:
+        raise ValueError(f"schedule numSteps must be >= 2, got {values['numSteps']}")
 
 
 def parse_schedule(text):
@@ -156,47 +197,21 @@ def parse_schedule(text):
             raise ValueError(f"'{text}' is neither a number nor a schedule such as exp[base;tgtFactor]")
         kind = match.group(1).lower()
         if kind not in _SCHEDULE_PARAMS:
-            raise ValueError(f"unknown schedule '{match.group(1)}' (expected const, linear, exp or dexp)")
-        names = _SCHEDULE_PARAMS[kind]
-        lower_names = {n.lower(): n for n in names}
-        items = [item.strip() for item in re.split(r"[;,]", match.group(2))]
-        if items == [""]:
-            items = []
-        values, named = {}, False
-        for position, item in enumerate(items):
-            if "=" in item:
-                key, value = (s.strip() for s in item.split("=", 1))
-                if key.lower() not in lower_names:
-                    raise ValueError(f"schedule {kind} has no parameter '{key}' (it takes {', '.join(names)})")
-                name, named = lower_names[key.lower()], True
-            else:
-                if named:
-                    raise ValueError(f"schedule '{text}': positional value after named ones")
-                if position >= len(names):
-                    raise ValueError(f"schedule {kind} takes {len(names)} parameter(s) ({', '.join(names)})")
-                name, value = names[position], item
-            if name in values:
-                raise ValueError(f"schedule '{text}' gives {name} twice")
-            values[name] = _parse_int(value) if name == "numSteps" else _parse_float(value)
-        missing = [n for n in names if n not in values]
-        if missing:
-            raise ValueError(f"schedule {kind} needs {', '.join(names)}; missing {', '.join(missing)}")
-    if not (math.isfinite(values["base"]) and values["base"] >= 0):
-        raise ValueError(f"schedule base must be >= 0, got {values['base']}")
-    if "tgtFactor" in values and not (math.isfinite(values["tgtFactor"]) and values["tgtFactor"] > 0):
-        raise ValueError(f"schedule tgtFactor must be > 0, got {values['tgtFactor']}")
-    if "numSteps" in values and values["numSteps"] < 2:
-        raise ValueError(f"schedule numSteps must be >= 2, got {values['numSteps']}")
+            raise ValueError(f"unknown schedule '{match.group(1)}' (expected const, linear, exp, dexp or jdexp)")
+        values = _schedule_values(text, kind, _SCHEDULE_PARAMS[kind])
+    _check_schedule(values)
     return {"type": kind, **values}
 
 
 _SCHED_FACTOR_PARAMS = {"linear": ("tgtFactor", "noiseStdev"), "exp": ("tgtFactor", "noiseStdev"),
-                        "dexp": ("tgtFactor", "noiseStdev", "numSteps")}
+                        "dexp": ("tgtFactor", "noiseStdev", "numSteps"),
+                        "jdexp": ("tgtFactor", "noiseStdev", "numSteps")}
 
 
 def parse_rate_schedule(text, base):
     """The 2012 release's schedW / schedB ("default", "linear[tgtFactor,noiseStdev]",
-    "exp[tgtFactor,noiseStdev]", "dexp[tgtFactor,noiseStdev,numSteps]") applied to the base
+    "exp[tgtFactor,noiseStdev]", "dexp[tgtFactor,noiseStdev,numSteps]", "jdexp[...]" as dexp;
+    values positional or, as that release's parser wants them, name=value) applied to the base
     rate given by epsW / epsB: a schedule dict as parse_schedule returns, with noiseStdev."""
     text = text.strip()
     if text.lower() == "default":
@@ -204,19 +219,10 @@ def parse_rate_schedule(text, base):
     match = _SCHEDULE_RE.fullmatch(text)
     kind = match.group(1).lower() if match else None
     if kind not in _SCHED_FACTOR_PARAMS:
-        raise ValueError(f"'{text}' is not default, linear[tgtFactor,noiseStdev], exp[tgtFactor,noiseStdev] "
-                         "or dexp[tgtFactor,noiseStdev,numSteps]")
-    names = _SCHED_FACTOR_PARAMS[kind]
-    items = [item.strip() for item in re.split(r"[;,]", match.group(2))]
-    if len(items) != len(names):
-        raise ValueError(f"{kind}[...] takes {len(names)} values ({', '.join(names)}), got {len(items)}")
-    values = {name: (_parse_int(item) if name == "numSteps" else _parse_float(item)) for name, item in zip(names, items)}
-    if not (values["tgtFactor"] > 0 and math.isfinite(values["tgtFactor"])):
-        raise ValueError(f"tgtFactor must be > 0, got {values['tgtFactor']}")
-    if not (values["noiseStdev"] >= 0 and math.isfinite(values["noiseStdev"])):
-        raise ValueError(f"noiseStdev must be >= 0, got {values['noiseStdev']}")
-    if values.get("numSteps", 2) < 2:
-        raise ValueError(f"numSteps must be >= 2, got {values['numSteps']}")
+        raise ValueError(f"'{text}' is not default, linear[tgtFactor,noiseStdev], exp[tgtFactor,noiseStdev], "
+                         "dexp[tgtFactor,noiseStdev,numSteps] or jdexp[tgtFactor,noiseStdev,numSteps]")
+    values = _schedule_values(text, kind, _SCHED_FACTOR_PARAMS[kind])
+    _check_schedule(values)
     schedule = {"type": kind, "base": base, **values}
     if not schedule["noiseStdev"]:
         del schedule["noiseStdev"]
@@ -255,7 +261,15 @@ def _schedule_value(schedule, progress):
         k -= 1
     while k < steps - 1 and p > (k + 1) / steps:
         k += 1
-    return base / target if k == steps - 1 else base * target ** (-k / (steps - 1))
+
+    def step_rate(j):
+        return base / target if j == steps - 1 else base * target ** (-j / (steps - 1))
+
+    # jdexp (the 2012 release's "jumpy" dexp): in the second half of a step's interval, for
+    # progress in (0.2, 0.9), the geometric mean of this step's rate and the previous one's
+    if kind == "jdexp" and k > 0 and 0.2 < p < 0.9 and p > (k + 0.5) / steps:
+        return math.sqrt(step_rate(k) * step_rate(k - 1))
+    return step_rate(k)
 
 
 # ---------------------------------------------------------------------------------------
@@ -572,7 +586,10 @@ def register_layer_parser(cls):
 # minibatches per update (0 and 1: every minibatch; k > 1: the gradients of k minibatches
 # are averaged into one update, which the trainer does).
 _WEIGHT_LEARNING_KEYS = frozenset({"epsW", "epsB", "momW", "momB", "wc", "wball", "schedW", "schedB",
-                                   "superEps", "superMom", "updatePeriod"})
+                                   "superEps", "superMom", "updatePeriod", "sched", "wcnorm"})
+# Keys some of the 2012 release's params files set but its parser never read: accepted and
+# ignored as there, with a warning when set to something (key -> what does the job here).
+_UNREAD_2012_KEYS = {"sched": "schedW / schedB", "wcnorm": "wcNormMin / wcNormMax"}
 
 
 class _ParamSource:
@@ -708,6 +725,11 @@ class _WeightLayerParser(LayerParser):
             layer["wball"] = wball
         for key in ("superEps", "superMom"):
             source.learning(key, _Section.get_float, default=0.0, minimum=0.0, maximum=0.0)
+        for key, instead in _UNREAD_2012_KEYS.items():
+            text = source.learning(key, _Section.get_str, default="0")
+            if text.strip().lower() not in ("", "0", "0.0", "0.00", "default"):
+                warn(f"{source.params_path}: [{source.layer_name}] {key}: ignored, as by the 2012 release's parser "
+                     f"({instead} do this)")
         period = source.learning("updatePeriod", _Section.get_int, default=0, minimum=0)
         if period > 1:
             if any(layer.get("weightSource") or []) if isinstance(layer.get("weightSource"), list) \
@@ -767,8 +789,7 @@ class ConvLayerParser(_WeightLayerParser):
     keys = frozenset({"channels", "filters", "filterSize", "padding", "stride", "groups", "sharedBiases",
                       "partialSum", "sumWidth", "initW", "initB", "initWFunc", "initBFunc", "weightSource",
                       "randSparse", "filterChannels", "initCFunc"})
-    # wcnorm: in some of the 2012 release's params files (always 0), never read by its parser
-    learning_keys = _WEIGHT_LEARNING_KEYS | {"wcNormMin", "wcNormMax", "wcnorm"}
+    learning_keys = _WEIGHT_LEARNING_KEYS | {"wcNormMin", "wcNormMax"}
     local = False
 
     def apply_constraints(self, source, layer, count):
@@ -778,9 +799,6 @@ class ConvLayerParser(_WeightLayerParser):
         norm_min = source.learning("wcNormMin", _Section.get_float_list, count, default=[0.0] * count, minimum=0.0)
         if any(norm_max):
             layer["wcNormMax"], layer["wcNormMin"] = norm_max, norm_min
-        if any(source.learning("wcnorm", _Section.get_float_list, count, default=[0.0] * count)):
-            warn(f"{source.params_path}: [{source.layer_name}] wcnorm: ignored, as by the 2012 release's parser "
-                 "(wcNormMin / wcNormMax constrain filter norms)")
 
     def resolve(self, sec, layer, inputs, data_dims):
         n = len(inputs)
@@ -1258,6 +1276,16 @@ class _ElementCostParser(_CostLayerParser):
     (one target per output, e.g. multi-label data against logistic outputs)."""
 
     min_inputs = max_inputs = 2
+    # topk: the 2012 release's flickr params files give it; they count no errors, and its
+    # parser never read it: accepted and ignored (a warning when it is not 1)
+    tunable_keys = frozenset({"coeff", "topk"})
+
+    def apply_params(self, source, layer, layers_by_name):
+        super().apply_params(source, layer, layers_by_name)
+        topk = source.tunable("topk", _Section.get_int, default=1, minimum=1)
+        if topk not in (None, 1):
+            warn(f"{source.params_path}: [{source.layer_name}] topk: ignored, as by the 2012 release's parser "
+                 f"({self.type_name} counts no errors)")
 
     def check_inputs(self, sec, inputs):
         labels, outputs = inputs
