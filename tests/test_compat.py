@@ -73,6 +73,14 @@ def test_compat_check_runs_a_corpus(tmp_path):
     (corpus / "layer-params-tiny-slow.cfg").write_text(SMALL_PARAMS.replace("epsW=0.0001", "epsW=0.00001"))
     (corpus / "layers-broken.cfg").write_text(SMALL_NET.replace("type=pool", "type=nosuchtype"))
     (corpus / "layer-params-broken.cfg").write_text(SMALL_PARAMS)
+    # a treefc net runs on dummy-lr-N (its class tree); a definition without a params file and a
+    # net whose init function's module is missing are expected failures, not failures
+    (corpus / "layers-tree.cfg").write_text(SMALL_NET.replace("[fc10]\ntype=fc", "[fc10]\ntype=treefc")
+                                            .replace("outputs=10\n", ""))
+    (corpus / "layer-params-tree.cfg").write_text(SMALL_PARAMS)
+    (corpus / "layers-alone.cfg").write_text(SMALL_NET)
+    (corpus / "layers-initw.cfg").write_text(SMALL_NET.replace("initW=0.01", "initWFunc=nosuchinitmodule.makew(fc10)"))
+    (corpus / "layer-params-initw.cfg").write_text(SMALL_PARAMS)
     env = dict(os.environ)  # the ccn this test runs with (installed, or a dev build)
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "compat_check.py"), f"--corpus={corpus}"],
                           capture_output=True, text=True, env=env, timeout=300)
@@ -81,7 +89,12 @@ def test_compat_check_runs_a_corpus(tmp_path):
     assert len(tiny) == 2 and all(" yes    yes " in line for line in tiny), proc.stdout + proc.stderr
     broken = next(line for line in lines if line.startswith("layers-broken.cfg"))
     assert "unknown layer type 'nosuchtype'" in broken
-    assert "summary: 3 pairs, 2 parsed, 2 trained, 0 ran but diverged (NaN/Inf on this data), 1 failed" in proc.stdout
+    assert " yes    yes " in next(line for line in lines if line.startswith("layers-tree.cfg")), proc.stdout
+    assert "n/a" in next(line for line in lines if line.startswith("layers-alone.cfg"))
+    initw = next(line for line in lines if line.startswith("layers-initw.cfg"))
+    assert " n/a " in initw and "cannot import module 'nosuchinitmodule'" in initw
+    assert "summary: 6 pairs, " in proc.stdout and ", 3 trained, 0 ran but diverged (NaN/Inf on this data), " \
+        "1 failed, 2 expected failures" in proc.stdout
     assert proc.returncode == 1
 
 
@@ -159,6 +172,15 @@ def test_params_section_for_absent_layer_warns(tmp_path, capsys):
     assert "conv9" not in layers
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "[conv9] has no layer of this name" in err[0]
+
+
+def test_wcnorm_is_accepted_and_ignored_as_by_the_2012_parser(tmp_path, capsys):
+    plain = _load(tmp_path, SMALL_NET, SMALL_PARAMS)
+    zero = _load(tmp_path, SMALL_NET, SMALL_PARAMS.replace("[conv1]\n", "[conv1]\nwcnorm=0.00\n"))
+    assert zero["conv1"] == plain["conv1"] and capsys.readouterr().err == ""
+    set_ = _load(tmp_path, SMALL_NET, SMALL_PARAMS.replace("[conv1]\n", "[conv1]\nwcnorm=0.5\n"))
+    assert set_["conv1"] == plain["conv1"]
+    assert "[conv1] wcnorm: ignored, as by the 2012 release's parser" in capsys.readouterr().err
 
 
 def test_kernel_tuning_keys_are_accepted_and_change_nothing(tmp_path):

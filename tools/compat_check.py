@@ -9,11 +9,15 @@ with every ``layer-params<X>-<variant>.cfg`` beside it. For each pair the script
 net's input size by parsing it at the usual sizes (32 and 24 for CIFAR nets, 224 and 227 for
 ImageNet nets, else 32), writes tiny data in the format the net needs (16 CIFAR images
 per batch in cuda-convnet's own batch layout for 32 or 24 pixel nets, read whole or as
-centre/random crops; the dummy provider at the net's size otherwise), trains one data
+centre/random crops; the dummy provider at the net's size otherwise, dummy-lr-N with its
+class tree for nets with a treefc layer), trains one data
 batch of two minibatches on the CPU (one CPU device per gpu= index the net uses), tests
 once, and prints one row per pair: pair, parsed, trained (yes; NaN: it ran but its
-learning rates diverged on this data; n/a: a failure the originals share, or replicas),
-test error, first error line. The exit status is 0 when no pair failed otherwise.
+learning rates diverged on this data; n/a: a failure the originals share (their parsers
+reject the file, or its init functions need a module the corpus does not hold, as the 2012
+release's initw.py, which loads a checkpoint it does not include), a definition without a
+params file, or replicas), test error, first error line. A net that parses at no candidate
+size shows its parse error (the one every size gives, when there is one). The exit status is 0 when no pair failed otherwise.
 """
 import argparse
 import configparser
@@ -87,16 +91,27 @@ def devices_needed(layer_def):
     return top + 1
 
 
+def uses_class_tree(layer_def):
+    """Whether some layer is a treefc (it reads the provider's class tree: dummy-lr-N here)."""
+    with open(layer_def, encoding="utf-8", errors="replace") as f:
+        return any(re.match(r"\s*type\s*=\s*treefc\s*$", line) for line in f)
+
+
 def input_size(layer_def, layer_params):
-    """The first candidate image size the net parses at (None when none does)."""
+    """(the first candidate image size the net parses at, None) or, when none does, (None, the
+    parse error: the one every size gives if there is one, else the first size's)."""
     from ccn import config
+    from ccn.data.dummy import SMALL_CLASS_TREE
+    from ccn.data.base import class_tree_parents
+    tree = class_tree_parents(*SMALL_CLASS_TREE, 10, "dummy-lr") if uses_class_tree(layer_def) else None
+    errors = []
     for size in CANDIDATE_SIZES:
         try:
-            config.load_layers(layer_def, layer_params, {0: (3, size, size), 1: 1})
-            return size
-        except Exception:  # noqa: BLE001 - any failure means "not this size"
-            continue
-    return None
+            config.load_layers(layer_def, layer_params, {0: (3, size, size), 1: 1}, tree)
+            return size, None
+        except Exception as e:  # noqa: BLE001 - any failure means "not this size"
+            errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return None, errors[0] if len(set(errors)) > 1 else errors[-1]
 
 
 def write_cifar_batches(folder, rng):
@@ -127,15 +142,25 @@ def data_options(size, cifar_dir):
             "--train-range=1", "--test-range=2"]
 
 
+def data_options_for(layer_def, size, cifar_dir):
+    """The provider options for this net: a net with a treefc layer gets dummy-lr-N (a class tree)."""
+    if uses_class_tree(layer_def):
+        return [f"--data-provider=dummy-lr-{3 * size * size}", f"--batch-size={CASES_PER_BATCH}",
+                "--train-range=1", "--test-range=2"]
+    return data_options(size, cifar_dir)
+
+
 def run_pair(layer_def, layer_params, cifar_dir, save_dir, mini, timeout):
     """(parsed, trained, test error or None, first error line or '')."""
     if layer_params is None:
         return False, False, None, "no layer-params file for this definition"
-    size = input_size(layer_def, layer_params)
+    size, parse_error = input_size(layer_def, layer_params)
+    if size is None:
+        return False, False, None, f"convnet: error: {parse_error}"
     devices = ",".join(["cpu"] * devices_needed(layer_def))
     cmd = [sys.executable, os.path.join(ROOT, "convnet.py"), f"--layer-def={layer_def}",
            f"--layer-params={layer_params}", f"--save-path={save_dir}", f"--mini={mini}", "--epochs=1",
-           "--max-batches=1", f"--gpu={devices}", "--test-one=1"] + data_options(size, cifar_dir)
+           "--max-batches=1", f"--gpu={devices}", "--test-one=1"] + data_options_for(layer_def, size, cifar_dir)
     env = dict(os.environ)  # the ccn the caller has: installed, or PYTHONPATH=python with CCN_BUILD_DIR
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -177,6 +202,10 @@ def main(argv=None):
             reason = rejected_by_originals(layer_def)
             if not trained and reason:
                 status, first = "n/a", f"rejected by the originals' parsers too: {reason}"
+            elif layer_params is None:
+                status, first = "n/a", "no layer-params file for this definition (nothing to run)"
+            elif not trained and "cannot import module" in first:
+                status, first = "n/a", f"needs a Python module the corpus does not hold (its init functions): {first}"
             elif not trained and uses_replicas(layer_def):
                 status, first = "n/a", f"needs data-parallel replicas (gpu=a,b,...): {first}"
             elif not trained and "NaN or Inf" in first:
@@ -188,7 +217,7 @@ def main(argv=None):
     parsed = sum(1 for r in rows if r[1])
     print(f"\nsummary: {len(rows)} pairs, {parsed} parsed, {counts['yes']} trained, {counts['NaN']} ran but "
           f"diverged (NaN/Inf on this data), {counts['no']} failed, {counts['n/a']} expected failures "
-          "(rejected by cuda-convnet's parser, or need replicas)")
+          "(rejected by cuda-convnet's parser, no params file, a missing init-function module, or replicas)")
     return 0 if counts["no"] == 0 else 1
 
 

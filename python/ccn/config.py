@@ -767,7 +767,8 @@ class ConvLayerParser(_WeightLayerParser):
     keys = frozenset({"channels", "filters", "filterSize", "padding", "stride", "groups", "sharedBiases",
                       "partialSum", "sumWidth", "initW", "initB", "initWFunc", "initBFunc", "weightSource",
                       "randSparse", "filterChannels", "initCFunc"})
-    learning_keys = _WEIGHT_LEARNING_KEYS | {"wcNormMin", "wcNormMax"}
+    # wcnorm: in some of the 2012 release's params files (always 0), never read by its parser
+    learning_keys = _WEIGHT_LEARNING_KEYS | {"wcNormMin", "wcNormMax", "wcnorm"}
     local = False
 
     def apply_constraints(self, source, layer, count):
@@ -777,6 +778,9 @@ class ConvLayerParser(_WeightLayerParser):
         norm_min = source.learning("wcNormMin", _Section.get_float_list, count, default=[0.0] * count, minimum=0.0)
         if any(norm_max):
             layer["wcNormMax"], layer["wcNormMin"] = norm_max, norm_min
+        if any(source.learning("wcnorm", _Section.get_float_list, count, default=[0.0] * count)):
+            warn(f"{source.params_path}: [{source.layer_name}] wcnorm: ignored, as by the 2012 release's parser "
+                 "(wcNormMin / wcNormMax constrain filter norms)")
 
     def resolve(self, sec, layer, inputs, data_dims):
         n = len(inputs)
