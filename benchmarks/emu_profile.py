@@ -56,8 +56,9 @@ def model(launch, flops, dram_bytes):
         total_threads *= d
     sector_eff = g["ideal_sectors"] / g["sectors"] if g["sectors"] else 1.0
     wave_eff = s["ideal_wavefronts"] / s["wavefronts"] if s["wavefronts"] else 1.0
-    # Memory instructions per thread; a bank conflict's extra wavefronts are replays.
-    replays = (s["wavefronts"] - s["requests"]) * 32
+    # Memory instructions per thread (a float4 access is one); a bank conflict's wavefronts
+    # past the fewest possible are replays (a float4 request's 4 quarter-warp phases are not).
+    replays = (s["wavefronts"] - s["ideal_wavefronts"]) * 32
     mem_instr = (g["loads"] + g["stores"] + s["loads"] + s["stores"] + replays) / threads if threads else 0.0
     fma = flops / 2 / total_threads
     issue_eff = fma / (fma + mem_instr) if fma else 1.0

@@ -106,6 +106,43 @@ def test_bank_conflict_is_counted_and_fails_the_check(probes, capsys):
     assert check_counters.main([str(probes / "padded.None.json")]) == 0
 
 
+def test_vector_accesses_count_once_without_conflict(probes):
+    status, rest, err, c = run(probes, "vector_rows")
+    assert status == "ok", err
+    # Block 0's float4s: (1 + s4[0].w, 2 + s[2t], 3 + s[2t + 1], (t + 1) % 64), s4[k] = (1, 2, 3, k).
+    s = np.array([[1, 2, 3, k] for k in range(64)], np.float64).ravel()
+    want = np.array([[1.0, 2 + s[2 * t], 3 + s[2 * t + 1], (t + 1) % 64] for t in range(64)]).ravel()
+    np.testing.assert_array_equal(np.array(rest[0].split(), np.float64), want)
+    # Per thread: one float4 store, three loads (float4, float4 broadcast, float2), one global
+    # float4 store, each a single access.
+    threads = c["sampled_threads"]
+    assert c["shared"]["stores"] == threads and c["shared"]["loads"] == 3 * threads
+    assert c["global"]["stores"] == threads and c["global"]["bytes"] == 16 * threads
+    assert c["global"]["sectors"] == c["global"]["ideal_sectors"] == threads * 16 // 32
+    # Per warp request: float4s in 4 quarter-warp phases (broadcast included), the float2 in 2.
+    warps = threads // 32
+    assert c["shared"]["requests"] == 4 * warps
+    assert c["shared"]["wavefronts"] == c["shared"]["ideal_wavefronts"] == (4 + 4 + 4 + 2) * warps
+    assert c["shared"]["conflicts"] == 0
+
+
+def test_vector_bank_conflict_is_counted(probes, capsys):
+    status, _, err, c = run(probes, "vector_conflict")
+    assert status == "ok", err
+    warps = c["sampled_threads"] // 32
+    # 2 stores and 1 load per thread, each 2 wavefronts per quarter warp for 1 ideal.
+    assert c["shared"]["loads"] == warps * 32 and c["shared"]["stores"] == 2 * warps * 32
+    assert c["shared"]["conflicts"] == 3 * warps and c["shared"]["worst_ways"] == 2
+    assert c["shared"]["wavefronts"] == 2 * c["shared"]["ideal_wavefronts"] == 2 * 4 * 3 * warps
+    assert check_counters.main([str(probes / "vector_conflict.None.json")]) == 1
+    assert "bank conflict (2-way)" in capsys.readouterr().out
+
+
+def test_misaligned_vector_access_is_reported(probes):
+    status, _, _, _ = run(probes, "vector_misaligned")
+    assert "16 bytes at an address not 16-byte aligned" in status and "vector_misaligned" in status
+
+
 def test_warp_intrinsics_have_lockstep_semantics(probes):
     status, rest, err, _ = run(probes, "warp_sum")
     assert status == "ok", err
@@ -130,8 +167,9 @@ def test_seed_is_printed_and_repeats_the_run(probes):
 
 
 def test_transform_rewrites_shared_arrays_and_launches():
-    src = "__shared__ float tile[16][64 + 1];\nk<A, 2><<<g, b, 0, s>>>(x, y);"
+    src = "__shared__ float tile[16][64 + 1];\n__shared__ __align__(32) float w[8];\nk<A, 2><<<g, b, 0, s>>>(x, y);"
     out = transform.transform(src)
     assert 'auto& tile = emu::shared<float[16][64+1]>(&emu_tag_tile, "tile");' in out
+    assert 'auto& w = emu::shared<float[8], 32>(&emu_tag_w, "w");' in out
     assert 'emu::kernel_name("k", {(long long)(A), (long long)(2)})' in out
     assert "__shared__" not in out

@@ -45,6 +45,7 @@ CONV_CASES = [
     (4, 10, 7, 5, 24, 2, 2, 2),
     (8, 7, 7, 3, 64, 0, 2, 2),
     (6, 8, 9, 4, 6, 1, 3, 2),
+    (4, 6, 5, 3, 40, 1, 1, 1),  # > 32 filters: weightActs' 4 and filterActs' 8 per thread, a part tile
 ]
 
 

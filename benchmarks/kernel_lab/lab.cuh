@@ -13,8 +13,8 @@
 // The engine's ConvGeometry for one batch (ops/conv.h), flattened.
 struct LabConv {
   int channels, imgSizeY, imgSizeX, filterSize, numFilters, padding, stride, modulesY, modulesX, groups, numImages;
-  int filterChannels() const { return channels / groups; }
-  int filterPixels() const { return filterSize * filterSize; }
+  __host__ __device__ int filterChannels() const { return channels / groups; }
+  __host__ __device__ int filterPixels() const { return filterSize * filterSize; }
 };
 
 __device__ __forceinline__ int lab_ceil_div(int a, int b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }

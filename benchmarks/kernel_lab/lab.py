@@ -7,6 +7,7 @@ csrc/cuda by hand, once a GPU has timed it.
 
     CCN_BUILD_DIR=build/emu PYTHONPATH=python python benchmarks/kernel_lab/lab.py img_acts --layer conv1
     ... --gpu     (nvcc builds, a full-size check and timings; needs a GPU)
+    python tools/cuda_emu/kernel_resources.py benchmarks/kernel_lab/OP_N.cu   (registers, spills)
 
 The emulator's check runs the whole grid on a reduced image (same filter, stride, padding,
 channels, filters) at batch 128 and at an odd batch; the counters come from a few sampled
@@ -30,7 +31,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, EMU)
 
 # op -> (the CPU op's name in ccn._core, operand a, operand b, output): shapes as in ops/conv.h.
-OPS = {"img_acts": ("img_acts", "hid", "filters", "images"),
+OPS = {"filter_acts": ("filter_acts", "images", "filters", "hid"),
+       "img_acts": ("img_acts", "hid", "filters", "images"),
        "weight_acts": ("weight_acts", "images", "hid", "filters")}
 
 

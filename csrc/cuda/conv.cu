@@ -11,10 +11,12 @@
 //
 // Launch shapes (every tile edge is guarded, so any batch size and filter count works):
 //   filterActs: 32 x 4 threads; a block computes one module, 32 * IPT images and 4 * FPT
-//     filters of one group (each thread IPT images x FPT filters). It walks the module's
-//     filterChannels * filterSize^2 inputs in chunks of 16, staging the image patch
-//     (chunk x images, a warp per row) and the weights (chunk x filters) in shared memory.
-//     Grid (modules * imageTiles, groups * filterTilesPerGroup).
+//     filters of one group (thread (tx, ty): images tx + 32 i, the FPT consecutive filters
+//     ty * FPT + j). It walks the module's filterChannels * filterSize^2 inputs in chunks of
+//     16, staging the image patch (chunk x images, a warp per row) and the weights (chunk x
+//     filters) in shared memory; a warp (one ty) reads a step's FPT weights as FPT / 4 float4
+//     broadcasts: IPT + FPT / 4 shared loads per IPT * FPT FMAs (6 per 32 at IPT 4, FPT 8; 12
+//     with scalar loads). Grid (modules * imageTiles, groups * filterTilesPerGroup).
 //   imgActs, conv with filterChannels <= 4 (a first layer): 32 x 8 threads; a block computes
 //     8 pixels of a row (a warp each), 32 * IPT images and all channels of a group, staging
 //     each module's hidActs once for the 8 pixels. Grid (rows * pixelTiles * imageTiles, groups).
@@ -24,13 +26,17 @@
 //     channels) in shared memory. Grid (pixels * imageTiles, groups * channelTilesPerGroup).
 //   weightActs: 16 x 16 threads; a block computes 64 filter rows x 16 * FPT filters of one
 //     group (each thread 4 rows x FPT filters), reducing over images in steps of 32 staged in
-//     shared memory (ring tiles of 64 images, see stage_window), and over a fixed range of
-//     modules. For conv the modules are split in
+//     shared memory (row-major ring tiles of 64 images, see stage_window), and over a fixed
+//     range of modules. A thread reads 4 images of a row per float4: 4 + FPT shared loads per
+//     16 * FPT FMAs (8 per 64 at FPT 4; 32 with scalar loads). For conv the modules are split in
 //     `chunks` ranges (a function of the geometry only) whose sums go to a workspace and are
 //     added in chunk order by a second kernel: no atomics, the same result on every run.
 //     Grid (rowTiles * (chunks or modules), groups * filterTilesPerGroup).
 // Preconditions (checked by ops::): shapes match the geometry, one device, contiguous,
 // groups divide channels and filters. Checked here: 32-bit indexing and grid limits.
+// Shared float4 reads need 16-byte addresses: the tiles they read are __align__(16), with
+// rows of a multiple of 4 floats, read at multiples of 4 (static_asserts below); that holds
+// at every batch size, as the global loads that fill them stay scalar.
 // Global loads: a warp reads 32 consecutive images of one row, starting at the 32-byte boundary
 // at or below the row's start (stage_row, stage_window): at an odd batch a row starts at any
 // 4-byte offset, and loads aligned to the row instead of to sectors would touch 5 sectors per
@@ -108,8 +114,9 @@ filter_acts_kernel(const float* images, const float* filters, float* targets, Co
                    int filterTilesPerGroup, float sT, float sO) {
   constexpr int kImages = kFaThreadsX * IPT, kFilters = kFaThreadsY * FPT;
   constexpr int kThreadsPerBlock = kFaThreadsX * kFaThreadsY;
+  static_assert(FPT % 4 == 0 || FPT == 1, "a thread's filters are read as float4 (or one float)");
   __shared__ float patch[kFaChunk][kImages];
-  __shared__ float weights[kFaChunk][kFilters];
+  __shared__ __align__(16) float weights[kFaChunk][kFilters];
   __shared__ int rowOffsets[kFaChunk];  // patch_offset of the chunk's rows, computed once per chunk
 
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kFaThreadsX + tx;
@@ -139,22 +146,35 @@ filter_acts_kernel(const float* images, const float* filters, float* targets, Co
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < kFaChunk; ++kk) {
-      float img[IPT], w[FPT];
+      float img[IPT];
 #pragma unroll
       for (int i = 0; i < IPT; ++i) img[i] = patch[kk][tx + i * kFaThreadsX];
+      if constexpr (FPT % 4 == 0) {
+        // Each float4 used as soon as it is loaded: loading all FPT first took 65 registers at
+        // IPT 4, FPT 8, one past the 64 that let 8 blocks share an SM.
 #pragma unroll
-      for (int j = 0; j < FPT; ++j) w[j] = weights[kk][ty + j * kFaThreadsY];
+        for (int j = 0; j < FPT; j += 4) {
+          const float4 w = *reinterpret_cast<const float4*>(&weights[kk][ty * FPT + j]);
 #pragma unroll
-      for (int j = 0; j < FPT; ++j)
+          for (int i = 0; i < IPT; ++i) {
+            acc[j][i] += w.x * img[i];
+            acc[j + 1][i] += w.y * img[i];
+            acc[j + 2][i] += w.z * img[i];
+            acc[j + 3][i] += w.w * img[i];
+          }
+        }
+      } else {
+        const float w = weights[kk][ty];
 #pragma unroll
-        for (int i = 0; i < IPT; ++i) acc[j][i] += w[j] * img[i];
+        for (int i = 0; i < IPT; ++i) acc[0][i] += w * img[i];
+      }
     }
     __syncthreads();
   }
   const int modules = p.modulesY * p.modulesX;
 #pragma unroll
   for (int j = 0; j < FPT; ++j) {
-    int ff = ty + j * kFaThreadsY;
+    int ff = ty * FPT + j;
     if (ff >= tileFilters) continue;
     float* out = targets + (int64_t(filter0 + ff) * modules + module) * p.numImages;
 #pragma unroll
@@ -338,9 +358,13 @@ constexpr int kWaThreads = 16, kWaRowsPerThread = 4, kWaRows = kWaThreads * kWaR
 // Images staged at once: the step's 32 and the aligned window after them (see stage_window).
 constexpr int kWaRing = 2 * kWaImages;
 static_assert((kWaRing & (kWaRing - 1)) == 0, "the ring is indexed with a mask");
+// Ring tile pitch: rows of whole float4s, and 4 banks from one row to the next, so that the 8
+// rows a quarter warp reads at one image cover the 32 banks once.
+constexpr int kWaPitch = kWaRing + 4;
+static_assert(kWaPitch % 4 == 0 && kWaImages % 4 == 0, "ring rows are read as float4 from multiples of 4");
 
-// Stores window `w` of a row of images (or hidActs) into column `column` of an image-major
-// ring tile of kWaRing images (image n in ring row n mod kWaRing), with the 32 lanes of one
+// Stores window `w` of a row of images (or hidActs) into row `column` of a row-major ring
+// tile of kWaRing images (image n in ring column n mod kWaRing), with the 32 lanes of one
 // warp. Lane l takes image n = 32 w + l - shift, shift being the row's offset from a 32-byte
 // boundary: each load touches only the sectors that hold the row, at any batch size (lanes
 // outside the row read an element of it: no extra sector). Windows w and w + 1 together hold
@@ -350,15 +374,14 @@ static_assert((kWaRing & (kWaRing - 1)) == 0, "the ring is indexed with a mask")
 // before step 1 reads it; one past the steps' end (n >= staged, the last window) writes that
 // of step steps - 2, already summed. The last window is skipped when it holds no image of the
 // steps (an aligned row).
-template <int kPitch>
-__device__ __forceinline__ void stage_window(float (*ring)[kPitch], int column, const float* row, int w, int numImages,
+__device__ __forceinline__ void stage_window(float (*ring)[kWaPitch], int column, const float* row, int w, int numImages,
                                              int staged, int lane) {
   const int shift = row ? int(reinterpret_cast<uintptr_t>(row) / sizeof(float) % 8) : 0;
   const int n0 = w * kWaImages - shift, n = n0 + lane;
   if (n0 >= staged) return;  // uniform over the warp
   float v = 0.f;
   if (row && n0 < numImages) v = row[min(max(n, 0), numImages - 1)];  // uniform over the warp
-  ring[n & (kWaRing - 1)][column] = n >= 0 && n < numImages ? v : 0.f;
+  ring[column][n & (kWaRing - 1)] = n >= 0 && n < numImages ? v : 0.f;
 }
 
 // Sums over modules [moduleBegin, moduleEnd) (chunk blockIdx.x / rowTiles of `modulesPerChunk`
@@ -372,9 +395,9 @@ weight_acts_kernel(const float* images, const float* hidActs, float* targets, fl
                    int rowTiles, int filterTilesPerGroup, int modulesPerChunk, float sT, float sO) {
   constexpr int kFilters = kWaThreads * FPT, kThreadsPerBlock = kWaThreads * kWaThreads;
   constexpr int kWarps = kThreadsPerBlock / 32, kPatchLoads = kWaRows / kWarps;
-  // Image-major ring tiles; the +1 spreads the transposing stores over the banks.
-  __shared__ float patch[kWaRing][kWaRows + 1];
-  __shared__ float grads[kWaRing][kFilters + 1];
+  // Row-major ring tiles: a warp's staging stores fill 32 consecutive words of one row.
+  __shared__ __align__(16) float patch[kWaRows][kWaPitch];
+  __shared__ __align__(16) float grads[kFilters][kWaPitch];
 
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * kWaThreads + tx;
   const int row0 = blockIdx.x % rowTiles * kWaRows, chunk = blockIdx.x / rowTiles;
@@ -413,17 +436,24 @@ weight_acts_kernel(const float* images, const float* hidActs, float* targets, fl
       stage(step + 1);
       __syncthreads();
       const int base = step * kWaImages % kWaRing;
-#pragma unroll 8
-      for (int nn = base; nn < base + kWaImages; ++nn) {
-        float img[kWaRowsPerThread], g[FPT];
+#pragma unroll 2
+      for (int nn = base; nn < base + kWaImages; nn += 4) {
+        // 4 images per float4: a thread's rows (broadcast over the quarter warp), then each
+        // filter's hidActs, used as soon as loaded (fewer live registers).
+        float4 img[kWaRowsPerThread];
 #pragma unroll
-        for (int i = 0; i < kWaRowsPerThread; ++i) img[i] = patch[nn][ty + i * kWaThreads];
+        for (int i = 0; i < kWaRowsPerThread; ++i) img[i] = *reinterpret_cast<const float4*>(&patch[ty + i * kWaThreads][nn]);
 #pragma unroll
-        for (int j = 0; j < FPT; ++j) g[j] = grads[nn][tx + j * kWaThreads];
+        for (int j = 0; j < FPT; ++j) {
+          const float4 g = *reinterpret_cast<const float4*>(&grads[tx + j * kWaThreads][nn]);
 #pragma unroll
-        for (int i = 0; i < kWaRowsPerThread; ++i)
-#pragma unroll
-          for (int j = 0; j < FPT; ++j) acc[i][j] += img[i] * g[j];
+          for (int i = 0; i < kWaRowsPerThread; ++i) {
+            acc[i][j] += img[i].x * g.x;
+            acc[i][j] += img[i].y * g.y;
+            acc[i][j] += img[i].z * g.z;
+            acc[i][j] += img[i].w * g.w;
+          }
+        }
       }
       __syncthreads();
     }

@@ -16,7 +16,8 @@
 # through device memory, threads reaching different numbers of barriers, warp intrinsics
 # (__shfl*_sync, __ballot_sync, __syncwarp, __any/__all_sync) whose lanes do not all arrive,
 # launches over the limits. The seed is printed; CCN_EMU_SEED=n repeats a run. It counts
-# coalescing and bank conflicts on sampled blocks (CCN_EMU_REPORT=file: a JSON line per
+# coalescing and bank conflicts on sampled blocks (a float2/float4 is one access, see emu.cpp;
+# a misaligned one fails the launch) (CCN_EMU_REPORT=file: a JSON line per
 # launch; tools/cuda_emu/check_counters.py reads them). Timings mean nothing. Dynamic
 # `extern __shared__` arrays are not supported. With EXTRA="-fsanitize=address" (and, when
 # running, LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so.6)"

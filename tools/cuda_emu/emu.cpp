@@ -21,8 +21,13 @@
 // with the instruction's address; at every barrier the accesses of a warp are grouped by
 // (instruction, occurrence), as the warp would issue them. Per global request: 32-byte sectors
 // touched against the fewest that could hold the bytes asked for (coalescing); per shared
-// request: wavefronts (the most distinct words in one of the 32 banks) against the fewest
-// possible (bank conflicts). With CCN_EMU_REPORT=file each launch appends a JSON line with its
+// request: wavefronts against the fewest possible (bank conflicts). A shared request is served
+// 128 bytes per wavefront: 4-byte accesses for the whole warp at once, 8-byte ones (float2) per
+// half warp and 16-byte ones (float4) per quarter warp, in phases of consecutive lanes; a
+// phase takes as many wavefronts as the most distinct 4-byte words it reads in one of the 32
+// banks, and at least its distinct words / 32. (A float4 broadcast thus counts 4 wavefronts,
+// 4 ideal: a phase is never merged with another.) float2/float4 accesses are single accesses
+// (cuda_runtime.h), and a misaligned one fails the launch, as on the GPU. With CCN_EMU_REPORT=file each launch appends a JSON line with its
 // counters; CCN_EMU_SAMPLED_ONLY=1 runs only the sampled blocks (for profiling large layers).
 #include <dlfcn.h>
 #include <sys/mman.h>
@@ -234,7 +239,7 @@ bool sampling = false;        // the running block's accesses are logged
 std::string kernel;           // the running kernel's name
 std::string first_error;      // the launch's first error
 bool fatal = false;           // the block cannot go on
-int reported_unwritten = 0, reported_race = 0, reported_overflow = 0;  // each kind: its first only
+int reported_unwritten = 0, reported_race = 0, reported_overflow = 0, reported_misaligned = 0;  // each: its first only
 Counters counters;
 std::string error_message = "emulated launch error";
 
@@ -322,6 +327,10 @@ inline void on_access(const void* p, size_t size, bool write, const void* pc) {
   if (!in_kernel) return;
   uintptr_t a = uintptr_t(p);
   bool shared = a - uintptr_t(shared_mem) < kSharedBuffer;
+  if ((size == 8 || size == 16) && a % size && (shared || a - uintptr_t(arena().base) < arena().size) &&
+      reported_misaligned++ == 0)
+    report(thread_name(current) + (write ? " writes " : " reads ") + std::to_string(size) + " bytes at an address not " +
+           std::to_string(size) + "-byte aligned (misaligned vector access) at " + where(pc));
   if (shared) on_shared(a, size, write, pc);
   else if (a - uintptr_t(arena().base) < arena().size) on_global(a, size, write, pc);
   else return;
@@ -330,31 +339,41 @@ inline void on_access(const void* p, size_t size, bool write, const void* pc) {
 
 // ---- counters: a warp's accesses grouped as it would issue them ------------------------------
 
-void count_group(std::vector<const Access*>& g) {
-  if (g.front()->shared) {
-    // Distinct 4-byte words; wavefronts: the most distinct words in one bank.
-    std::vector<uintptr_t> words;
-    for (const Access* a : g)
-      for (uintptr_t w = a->addr / 4; w <= (a->addr + a->size - 1) / 4; ++w) words.push_back(w);
-    std::sort(words.begin(), words.end());
-    words.erase(std::unique(words.begin(), words.end()), words.end());
-    int perBank[32] = {};
-    int wavefronts = 0;
-    for (uintptr_t w : words) wavefronts = std::max(wavefronts, ++perBank[w % 32]);
-    int ideal = int((words.size() + 31) / 32);
+// g: (lane, access) of one request, in lane order.
+void count_group(std::vector<std::pair<uint32_t, const Access*>>& g) {
+  if (g.front().second->shared) {
+    uint32_t size = 4;
+    for (auto [lane, a] : g) size = std::max(size, std::min<uint32_t>(a->size, 16));
+    const uint32_t phaseLanes = 32 / ((size + 3) / 4);
+    int wavefronts = 0, ideal = 0;
+    for (size_t i = 0; i < g.size();) {
+      // One phase: its distinct 4-byte words; wavefronts: the most distinct words in one bank.
+      const uint32_t phase = g[i].first / phaseLanes;
+      std::vector<uintptr_t> words;
+      for (; i < g.size() && g[i].first / phaseLanes == phase; ++i) {
+        const Access* a = g[i].second;
+        for (uintptr_t w = a->addr / 4; w <= (a->addr + a->size - 1) / 4; ++w) words.push_back(w);
+      }
+      std::sort(words.begin(), words.end());
+      words.erase(std::unique(words.begin(), words.end()), words.end());
+      int perBank[32] = {}, most = 0;
+      for (uintptr_t w : words) most = std::max(most, ++perBank[w % 32]);
+      wavefronts += most;
+      ideal += int((words.size() + 31) / 32);
+    }
     counters.sRequests++;
     counters.sWavefronts += wavefronts;
     counters.sIdealWavefronts += ideal;
     if (wavefronts > ideal) {
       counters.sConflicts++;
       int ways = (wavefronts + ideal - 1) / ideal;
-      if (ways > counters.worstWays) { counters.worstWays = ways; counters.worstSharedPc = g.front()->pc; }
+      if (ways > counters.worstWays) { counters.worstWays = ways; counters.worstSharedPc = g.front().second->pc; }
     }
     return;
   }
   // Bytes asked for (merged intervals) and the 32-byte sectors holding them.
   std::vector<std::pair<uintptr_t, uintptr_t>> spans;
-  for (const Access* a : g) spans.push_back({a->addr, a->addr + a->size});
+  for (auto [lane, a] : g) spans.push_back({a->addr, a->addr + a->size});
   std::sort(spans.begin(), spans.end());
   uint64_t bytes = 0, sectors = 0;
   uintptr_t end = 0, lastSector = UINTPTR_MAX;
@@ -372,17 +391,17 @@ void count_group(std::vector<const Access*>& g) {
   counters.gSectors += sectors;
   counters.gIdealSectors += ideal;
   double ratio = double(ideal) / double(sectors);
-  if (ratio < counters.worstSectorRatio) { counters.worstSectorRatio = ratio; counters.worstGlobalPc = g.front()->pc; }
+  if (ratio < counters.worstSectorRatio) { counters.worstSectorRatio = ratio; counters.worstGlobalPc = g.front().second->pc; }
 }
 
 void count_phase(size_t threads) {
   for (size_t w0 = 0; w0 < threads; w0 += 32) {
     // Key: (instruction, space, how many times this thread issued it before).
-    std::map<std::tuple<const void*, bool, uint32_t>, std::vector<const Access*>> groups;
+    std::map<std::tuple<const void*, bool, uint32_t>, std::vector<std::pair<uint32_t, const Access*>>> groups;
     for (size_t t = w0; t < std::min(threads, w0 + 32); ++t) {
       std::unordered_map<const void*, uint32_t> seen;
       for (const Access& a : fibers[t].log) {
-        groups[{a.pc, a.shared, seen[a.pc]++}].push_back(&a);
+        groups[{a.pc, a.shared, seen[a.pc]++}].push_back({uint32_t(t - w0), &a});
         (a.shared ? (a.write ? counters.sStores : counters.sLoads) : (a.write ? counters.gStores : counters.gLoads))++;
         if (!a.shared) counters.gBytes += a.size;
       }
@@ -618,7 +637,7 @@ void launch(dim3 grid, dim3 block, size_t smem, const std::function<void()>& bod
   kernel = name;
   first_error.clear();
   fatal = false;
-  reported_unwritten = reported_race = reported_overflow = 0;
+  reported_unwritten = reported_race = reported_overflow = reported_misaligned = 0;
   counters = Counters();
   shared_arrays.clear();
   shared_used = 0;

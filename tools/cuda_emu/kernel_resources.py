@@ -1,7 +1,9 @@
 """Registers, spills and shared memory of every kernel in csrc/cuda, from `ptxas -v` for sm_90
 (the H100), and the occupancy they allow; fails (exit 1) when a kernel spills.
 
-    python tools/cuda_emu/kernel_resources.py [--arch sm_90] [--json out.json]
+    python tools/cuda_emu/kernel_resources.py [--arch sm_90] [--json out.json] [file.cu ...]
+
+(files: other .cu files than csrc/cuda's, e.g. the kernel lab's versions.)
 
 Needs nvcc: $NVCC, on PATH, or from pip (nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-crt
 nvidia-nvvm). The block size for the
@@ -40,7 +42,7 @@ def find_nvcc():
 
 def short_name(mangled):
     out = subprocess.run(["c++filt", mangled], capture_output=True, text=True).stdout.strip() or mangled
-    out = re.sub(r"ccn::cuda::\(anonymous namespace\)::", "", out)
+    out = re.sub(r"(ccn::cuda::)?\(anonymous namespace\)::", "", out)
     return re.sub(r"^void ", "", re.sub(r"\(.*\)$", "", out))
 
 
@@ -55,7 +57,8 @@ def occupancy(regs, smem, threads):
 
 
 def compile_file(nvcc, cu, arch, tmp):
-    cmd = [nvcc, f"-arch={arch}", "-std=c++17", "-O3", "-lineinfo", "-DCCN_WITH_CUDA=1", "-I" + os.path.join(ROOT, "csrc")]
+    cmd = [nvcc, f"-arch={arch}", "-std=c++17", "-O3", "-lineinfo", "-DCCN_WITH_CUDA=1", "-I" + os.path.join(ROOT, "csrc"),
+           "-I" + os.path.dirname(os.path.abspath(cu))]
     ptx = os.path.join(tmp, os.path.basename(cu) + ".ptx")
     subprocess.run(cmd + ["-ptx", cu, "-o", ptx], check=True, capture_output=True)
     maxntid, entry = {}, None
@@ -92,13 +95,13 @@ def compile_file(nvcc, cu, arch, tmp):
     return kernels
 
 
-def collect(arch="sm_90"):
+def collect(arch="sm_90", files=None):
     nvcc = find_nvcc()
     if nvcc is None:
         raise SystemExit("kernel_resources: nvcc not found (set NVCC, or pip install nvidia-cuda-nvcc "
                          "nvidia-cuda-runtime nvidia-cuda-crt nvidia-nvvm)")
     with tempfile.TemporaryDirectory() as tmp:
-        return [k for cu in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
+        return [k for cu in files or sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
                 for k in compile_file(nvcc, cu, arch, tmp)]
 
 
@@ -106,8 +109,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--json")
+    ap.add_argument("files", nargs="*", help="these .cu files instead of csrc/cuda's")
     args = ap.parse_args(argv)
-    kernels = collect(args.arch)
+    kernels = collect(args.arch, args.files)
     print(f"{'kernel':<44} {'regs':>4} {'smem':>6} {'spill st/ld':>11} {'stack':>5} {'threads':>7} {'blocks/SM':>9} "
           f"{'occupancy':>9}")
     for k in kernels:

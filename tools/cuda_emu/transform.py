@@ -1,8 +1,8 @@
 """Rewrites a .cu file into C++ for the CUDA emulator (see build.sh):
   kernel<A, B><<<grid, block, smem, stream>>>(args);  becomes
   emu::launch(dim3(grid), dim3(block), smem, [&] { kernel<A, B>(args); }, emu::kernel_name("kernel", {A, B}));
-  __shared__ T name[N][M];  becomes
-  static const char emu_tag_name = 0; auto& name = emu::shared<T[N][M]>(&emu_tag_name, "name");
+  __shared__ [__align__(A)] T name[N][M];  becomes
+  static const char emu_tag_name = 0; auto& name = emu::shared<T[N][M][, A]>(&emu_tag_name, "name");
 (the block's shared memory then lives in the emulator's watched buffer). Any other form of
 __shared__ is left as is and fails to compile, so nothing escapes the checker.
 Usage: python transform.py file.cu > file.cpp"""
@@ -10,7 +10,7 @@ import re
 import sys
 
 launch = re.compile(r"([A-Za-z_][\w:]*)(<[^<>;()]*(?:<[^<>;()]*>[^<>;()]*)*>)?\s*<<<(.*?)>>>\s*\((.*?)\);", re.S)
-shared = re.compile(r"__shared__\s+([A-Za-z_][\w:]*)\s+([A-Za-z_]\w*)((?:\s*\[[^\]]+\])+)\s*;")
+shared = re.compile(r"__shared__\s+(?:__align__\((\d+)\)\s+)?([A-Za-z_][\w:]*)\s+([A-Za-z_]\w*)((?:\s*\[[^\]]+\])+)\s*;")
 
 
 def split_top(s):
@@ -39,9 +39,9 @@ def repl_launch(m):
 
 
 def repl_shared(m):
-    type_, name, dims = m.group(1), m.group(2), re.sub(r"\s+", "", m.group(3))
+    align, type_, name, dims = m.group(1), m.group(2), m.group(3), re.sub(r"\s+", "", m.group(4))
     return (f"static const char emu_tag_{name} = 0; "
-            f'auto& {name} = emu::shared<{type_}{dims}>(&emu_tag_{name}, "{name}");')
+            f'auto& {name} = emu::shared<{type_}{dims}{", " + align if align else ""}>(&emu_tag_{name}, "{name}");')
 
 
 def transform(src):

@@ -30,6 +30,39 @@ constexpr int warpSize = 32;
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __constant__ static
+#define __align__(n) alignas(n)
+
+// float2 and float4 copy through GCC vector types, so that the checker sees a vector load or
+// store as one 8- or 16-byte access (as the GPU issues LDS.64/LDS.128, LDG.128, ...): a plain
+// struct copy reaches -fsanitize=thread's hooks as 4-byte accesses, one per member. The
+// vectors claim 4-byte alignment only, so that a misaligned address reaches the checker
+// (which fails the launch, as the GPU would) instead of faulting in an aligned SSE move.
+namespace emu {
+typedef float vec2 __attribute__((vector_size(8), may_alias, aligned(4)));
+typedef float vec4 __attribute__((vector_size(16), may_alias, aligned(4)));
+}  // namespace emu
+struct alignas(8) float2 {
+  float x, y;
+  float2() = default;
+  float2(float x_, float y_) : x(x_), y(y_) {}
+  float2(const float2& o) { *reinterpret_cast<emu::vec2*>(this) = *reinterpret_cast<const emu::vec2*>(&o); }
+  float2& operator=(const float2& o) {
+    *reinterpret_cast<emu::vec2*>(this) = *reinterpret_cast<const emu::vec2*>(&o);
+    return *this;
+  }
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+  float4() = default;
+  float4(float x_, float y_, float z_, float w_) : x(x_), y(y_), z(z_), w(w_) {}
+  float4(const float4& o) { *reinterpret_cast<emu::vec4*>(this) = *reinterpret_cast<const emu::vec4*>(&o); }
+  float4& operator=(const float4& o) {
+    *reinterpret_cast<emu::vec4*>(this) = *reinterpret_cast<const emu::vec4*>(&o);
+    return *this;
+  }
+};
+inline float2 make_float2(float x, float y) { return float2(x, y); }
+inline float4 make_float4(float x, float y, float z, float w) { return float4(x, y, z, w); }
 
 typedef enum {
   cudaSuccess = 0,
@@ -60,8 +93,10 @@ inline std::string kernel_name(const char* name, std::initializer_list<long long
 }
 
 // A `__shared__ T name[...]` of the running block: the same address for all its threads.
-template <typename T> T& shared(const void* tag, const char* name) {
-  return *static_cast<T*>(shared_array(tag, sizeof(T), alignof(T) < 16 ? 16 : alignof(T), name));
+// (At least 16-byte aligned, as a float4 access needs; more where the type or __align__ asks.)
+template <typename T, size_t Align = 16> T& shared(const void* tag, const char* name) {
+  constexpr size_t align = std::max<size_t>({alignof(T), Align, 16});
+  return *static_cast<T*>(shared_array(tag, sizeof(T), align, name));
 }
 
 // Warp-synchronous exchange (emu.cpp): the calling thread waits until every lane of `mask`

@@ -76,6 +76,41 @@ __global__ void divergent_shuffle(float* out) {
   out[blockIdx.x * kThreads + threadIdx.x] = v;
 }
 
+// float4 rows: each thread stores and loads one float4 of shared memory (a quarter warp
+// covers the 32 banks once), loads a float4 every lane of the warp shares (a broadcast) and a
+// float2, and writes a float4 of device memory: one access each, no bank conflict.
+__global__ void vector_rows(float* out) {
+  __shared__ __align__(16) float s[kThreads * 4];
+  float4* s4 = reinterpret_cast<float4*>(s);
+  s4[threadIdx.x] = make_float4(1.f, 2.f, 3.f, float(threadIdx.x));
+  __syncthreads();
+  float4 v = s4[(threadIdx.x + 1) % kThreads];
+  float4 b = s4[0];
+  float2 h = reinterpret_cast<const float2*>(s)[threadIdx.x];
+  reinterpret_cast<float4*>(out)[blockIdx.x * kThreads + threadIdx.x] = make_float4(v.x + b.w, v.y + h.x, v.z + h.y, v.w);
+}
+
+// float4 loads 32 bytes apart: lanes l and l + 4 of a quarter warp read the same 4 banks
+// (2 wavefronts per phase where 1 would do).
+__global__ void vector_conflict(float* out) {
+  __shared__ __align__(16) float s[kThreads * 8];
+  float4* s4 = reinterpret_cast<float4*>(s);
+  s4[2 * threadIdx.x] = make_float4(1.f, 2.f, 3.f, 4.f);
+  s4[2 * threadIdx.x + 1] = make_float4(5.f, 6.f, 7.f, 8.f);
+  __syncthreads();
+  float4 v = s4[2 * threadIdx.x];
+  out[blockIdx.x * kThreads + threadIdx.x] = v.x + v.y + v.z + v.w;
+}
+
+// A float4 load 4 bytes past a 16-byte boundary (the GPU faults: misaligned address).
+__global__ void vector_misaligned(float* out) {
+  __shared__ __align__(16) float s[kThreads * 4 + 4];
+  for (int i = threadIdx.x; i < kThreads * 4 + 4; i += kThreads) s[i] = 1.f;
+  __syncthreads();
+  float4 v = reinterpret_cast<const float4*>(s + 1)[threadIdx.x];
+  out[blockIdx.x * kThreads + threadIdx.x] = v.x;
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) return 2;
   const char* name = argv[1];
@@ -103,6 +138,9 @@ int main(int argc, char** argv) {
   else if (n == "padded") transpose_tile<33><<<blocks, kThreads>>>(out);
   else if (n == "warp_sum") warp_sum<<<blocks, kThreads>>>(in, out, ballots);
   else if (n == "divergent_shuffle") divergent_shuffle<<<blocks, kThreads>>>(out);
+  else if (n == "vector_rows") vector_rows<<<blocks, kThreads>>>(out);
+  else if (n == "vector_conflict") vector_conflict<<<blocks, kThreads>>>(out);
+  else if (n == "vector_misaligned") vector_misaligned<<<blocks, kThreads>>>(out);
   else return 2;
   cudaError_t err = cudaGetLastError();
   std::printf("%s\n", err == cudaSuccess ? "ok" : cudaGetErrorString(err));
@@ -110,6 +148,9 @@ int main(int argc, char** argv) {
   std::vector<unsigned> bits(blocks * 2);
   cudaMemcpy(result.data(), out, result.size() * sizeof(float), cudaMemcpyDeviceToHost);
   cudaMemcpy(bits.data(), ballots, bits.size() * sizeof(unsigned), cudaMemcpyDeviceToHost);
+  if (n == "vector_rows") {  // block 0's outputs
+    for (int i = 0; i < kThreads * 4; ++i) std::printf("%g%s", result[i], i + 1 < kThreads * 4 ? " " : "\n");
+  }
   if (n == "warp_sum" || n == "atomic_sum") {
     for (int i = 0; i < blocks * 2; ++i) std::printf("%g %u\n", result[i], bits[i]);
     std::printf("lanes %s\n", result[1000] == 0.f ? "ok" : "wrong");
