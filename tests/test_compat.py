@@ -29,6 +29,16 @@ def test_dummy_cn_names_give_flat_rows_of_uniform_values():
     assert abs(data.mean()) < 0.02 and abs(data.std() - 1) < 0.02 and data.min() < -2  # standard normal
     with pytest.raises(ValueError, match="unknown data provider 'dummy-cn-x'"):
         get_provider("dummy-cn-x", None, None)
+    # the 2012 release's dummy-ce-N: one-hot (16, cases) labels; label_rows=K for any K
+    with get_provider("dummy-ce-192", None, None, batch_size=40) as p:
+        assert p.get_data_dims(1) == 16
+        labels = p.get_next_batch()[2][1]
+    assert labels.shape == (16, 40) and set(np.unique(labels)) == {0.0, 1.0}
+    assert np.all(labels.sum(axis=0) == 1) and len(set(labels.argmax(axis=0))) > 5
+    with get_provider("dummy", None, None, label_rows=3, batch_size=4) as p:
+        assert p.get_data_dims(1) == 3 and p.get_next_batch()[2][1].shape == (3, 4)
+    with pytest.raises(ValueError, match="label_rows must be an int >= 0"):
+        get_provider("dummy", None, None, label_rows=-1)
 
 
 
@@ -145,9 +155,9 @@ from ccn.config import ConfigError, load_layers  # noqa: E402
 DIMS = {0: (3, 16, 16), 1: 1}
 
 
-def _load(tmp_path, net, params):
+def _load(tmp_path, net, params, labels=1):
     layers, layer_params = write_net(tmp_path, net, params)
-    return {layer["name"]: layer for layer in load_layers(layers, layer_params, DIMS)}
+    return {layer["name"]: layer for layer in load_layers(layers, layer_params, {**DIMS, 1: labels})}
 
 
 def test_duplicate_sections_merge_like_python2(tmp_path, capsys):
@@ -222,6 +232,14 @@ def test_2012_learning_keys(tmp_path):
     values = [config.schedule_value(noisy, 0.0, np.random.default_rng(k)) for k in range(50)]
     draws = [abs(np.random.default_rng(k).standard_normal()) for k in range(50)]
     np.testing.assert_allclose(values, [0.0001 * (1 + 0.5 * d) for d in draws], rtol=1e-12)
+
+
+def test_topk_on_element_costs_is_ignored_as_by_the_2012_parser(tmp_path, capsys):
+    net = (SMALL_NET.replace("[probs]\ntype=softmax\ninputs=fc10", "[probs]\ntype=neuron\nneuron=logistic\n"
+                             "inputs=fc10").replace("type=cost.logreg", "type=cost.crossent2"))
+    layers = _load(tmp_path, net, SMALL_PARAMS + "\n[logprob]\ntopk=5\n", labels=10)
+    assert "topk" not in layers["logprob"]
+    assert "[logprob] topk: ignored, as by the 2012 release's parser" in capsys.readouterr().err
 
 
 def test_2012_schedules_named_and_jumpy(tmp_path, capsys):
