@@ -15,6 +15,9 @@
 #                                                                   -> memcheck.log, racecheck.log
 #   5. python benchmarks/bench_ops.py --device=cuda --layers=alexnet --batch=128, if present
 #                                                                   -> bench.log
+#   6. benchmarks/kernel_lab/lab.py --gpu for filterActs, imgActs and weightActs on AlexNet's
+#      conv2: every numbered version checked at full size and timed (CUDA events, L2 flushed)
+#                                                                   -> lab.log
 # Everything goes to $OUT when it is set, else ./gpu_check_out, with summary.txt listing
 # each step's status and time. Exit status: non-zero when the build, a test or a sanitizer
 # check fails (a sanitizer run that only times out is reported, not counted as a failure).
@@ -139,6 +142,12 @@ if [ -f benchmarks/bench_ops.py ]; then
 else
   note "bench      skipped: benchmarks/bench_ops.py not present"
 fi
+
+# ---- 6. kernel lab: every numbered version checked at full size and timed -----------------
+# (the emulator's H100 model of the same kernels is in RESULTS.md, to set beside these times)
+step lab 120 bash -c "for op in filter_acts img_acts weight_acts; do echo \"## \$op conv2\"; \
+  $PYTHON benchmarks/kernel_lab/lab.py \$op --layer conv2 --gpu || exit 1; done" ||
+  note "           (the lab does not decide the exit status)"
 
 note "result: $([ $failed -eq 0 ] && echo PASS || echo FAIL)  (logs in $OUT_DIR)"
 exit $failed
