@@ -43,6 +43,12 @@ void bind_tensor(py::module_& m) {
 #else
   m.attr("has_cuda_backend") = false;
 #endif
+  // The CUDA backend built on tools/cuda_emu (kernels run on the CPU, slowly, for checking).
+#ifdef CCN_CUDA_EMULATED
+  m.attr("cuda_emulated") = true;
+#else
+  m.attr("cuda_emulated") = false;
+#endif
   m.def("synchronize", [](const std::string& device) {
     Device d = Device::parse(device);
 #ifdef CCN_WITH_CUDA

@@ -40,7 +40,7 @@ done
 
 blas_include=$("$PYTHON" -c "import scipy_openblas32 as s; print(s.get_include_dir())")
 blas_lib=$("$PYTHON" -c "import scipy_openblas32 as s; print(s.get_lib_dir())")
-flags=(-O2 -g -fPIC -std=c++17 -DCCN_WITH_CUDA=1 -I"$EMU/include" -I"$ROOT/csrc" -I"$blas_include"
+flags=(-O2 -g -fPIC -std=c++17 -DCCN_WITH_CUDA=1 -DCCN_CUDA_EMULATED=1 -I"$EMU/include" -I"$ROOT/csrc" -I"$blas_include"
        -Wall -Wno-unknown-pragmas -fvisibility=hidden ${EXTRA:-} $("$PYTHON" -m pybind11 --includes))
 # The kernels' accesses go to the checker, unless another sanitizer is asked for.
 kernel_flags=(-fsanitize=thread --param tsan-instrument-func-entry-exit=0)
