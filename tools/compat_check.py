@@ -11,7 +11,7 @@ ImageNet nets, else 32), writes tiny data in the format the net needs (16 CIFAR 
 per batch in cuda-convnet's own batch layout for 32 or 24 pixel nets, read whole or as
 centre/random crops; the dummy provider at the net's size otherwise, dummy-lr-N with its
 class tree for nets with a treefc layer, one-hot label matrices of the right rows for nets
-with cross-entropy-style costs), trains one data
+that compare labels with an output layer), trains one data
 batch of two minibatches on the CPU (one CPU device per gpu= index the net uses), tests
 once, and prints one row per pair: pair, parsed, trained (yes; NaN: it ran but its
 learning rates diverged on this data; n/a: a failure the originals share (their parsers
@@ -119,19 +119,25 @@ def uses_class_tree(layer_def):
 
 
 def label_rows(layer_def):
-    """The rows of the label matrices a cross-entropy-style cost (cost.crossent, crossent2,
-    rflickr) compares against its outputs layer (its fc's outputs=); 0 for class indices."""
+    """The rows of the label matrices a net compares with an output layer (a cross-entropy
+    or element-wise cost, or an eltsum of labels and outputs under a sum-of-squares cost):
+    the outputs= of the layer the labels (dataIdx=1) meet; 0 for class indices (logreg)."""
     parser = configparser.RawConfigParser(strict=False)
     try:
         parser.read(layer_def)
     except configparser.Error:
         return 0
+    labels = [s for s in parser.sections() if parser.get(s, "type", fallback="") == "data"
+              and parser.get(s, "dataIdx", fallback="").strip() == "1"]
     for section in parser.sections():
-        if parser.get(section, "type", fallback="") in ("cost.crossent", "cost.crossent2", "cost.rflickr"):
-            inputs = [name.strip() for name in parser.get(section, "inputs", fallback="").split(",")]
-            if len(inputs) == 2 and parser.has_section(inputs[1]):
-                outputs = parser.get(inputs[1], "outputs", fallback="0").strip()
-                return int(outputs) if outputs.isdigit() else 0
+        if parser.get(section, "type", fallback="") in ("cost.logreg", "data") or not labels:
+            continue
+        inputs = [name.strip() for name in parser.get(section, "inputs", fallback="").split(",")]
+        if labels[0] in inputs:
+            for other in inputs:
+                outputs = parser.get(other, "outputs", fallback="").strip() if parser.has_section(other) else ""
+                if other != labels[0] and outputs.isdigit():
+                    return int(outputs)
     return 0
 
 
