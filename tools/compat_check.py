@@ -278,7 +278,7 @@ def main(argv=None):
     parsed = sum(1 for r in rows if r[1])
     print(f"\nsummary: {len(rows)} pairs, {parsed} parsed, {counts['yes']} trained, {counts['NaN']} ran but "
           f"diverged (NaN/Inf on this data), {counts['no']} failed, {counts['n/a']} expected failures "
-          "(rejected by cuda-convnet's parser, no params file, a missing init-function module, or replicas)")
+          "(the originals could not run them either, no params file, a missing init-function module, or replicas)")
     return 0 if counts["no"] == 0 else 1
 
 
