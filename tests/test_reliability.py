@@ -90,6 +90,10 @@ def test_norm_rows_that_wrap_are_a_value_error():
                  lambda: _core.contrast_norm_undo(e(), e(), e(), e(), e(), e(), g)):
         with pytest.raises(ValueError, match=r"norm: channels \* imgSizeY \* imgSizeX = .* is too large"):
             call()
+    # one axis of 2^31 - 1 pixels fits, but its window bounds (p + size/2 + 1) would not
+    tall = _core.NormGeometry(channels=1, img_size_y=2**31 - 1, img_size_x=1, size=3, add_scale=0.1, pow_scale=0.75)
+    with pytest.raises(ValueError, match=r"norm: max\(channels, imgSizeY, imgSizeX\) \+ size = 2147483650 is too large"):
+        _core.response_norm(_empty(), _empty(), _empty(), tall)
 
 
 def test_image_rows_that_wrap_are_a_value_error():
