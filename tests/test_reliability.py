@@ -40,6 +40,8 @@ HUGE_GEOMETRIES = [
     dict(filter_size=65536, padding=65535),  # 65536^2 wraps int32 to 0: a (0, F) filter array passed
     dict(filter_size=1, img_size_y=65536, img_size_x=65536),  # 65536 x 65536 modules
     dict(filter_size=65536, padding=65535, modules_y=1, modules_x=1),
+    # 2^22 * 2^21 * 2^21 = 2^64 wraps int64 to 0: (0, n) images passed, the kernel read past them
+    dict(channels=2**22, img_size_y=2**21, img_size_x=2**21, filter_size=1, modules_y=1, modules_x=1),
 ]
 
 
@@ -56,6 +58,155 @@ def test_huge_geometry_is_a_value_error(geometry, local):
                           (_core.weight_acts, images, targets, filters)):
         with pytest.raises(ValueError, match="too large"):
             op(a, b, out, g)
+
+
+# The products of three int sizes that wrap int64 (2^22 * 2^21 * 2^21 = 2^64 -> 0) let (0, n)
+# tensors through the shape checks, and the CPU kernels then ran over 2^43 rows of them (a
+# segfault); larger-than-int window coordinates gave silently wrong gradients.
+WRAPS_TO_ZERO = dict(channels=2**22, img_size_y=2**21, img_size_x=2**21)
+
+
+def _empty():
+    return np.ones((0, 2), np.float32)
+
+
+def test_pool_rows_that_wrap_are_a_value_error():
+    g = _core.PoolGeometry(**WRAPS_TO_ZERO, size_x=1, outputs_y=2**21, outputs_x=2**21)
+    e = _empty
+    for call in (lambda: _core.local_pool(e(), e(), g, "max"), lambda: _core.local_max_undo(e(), e(), e(), e(), g),
+                 lambda: _core.local_avg_undo(e(), e(), g)):
+        with pytest.raises(ValueError, match=r"pool: channels \* imgSizeY \* imgSizeX = .* is too large"):
+            call()
+
+
+def test_norm_rows_that_wrap_are_a_value_error():
+    g = _core.NormGeometry(**WRAPS_TO_ZERO, size=1, add_scale=0.1, pow_scale=0.75)
+    e = _empty
+    for call in (lambda: _core.response_norm(e(), e(), e(), g),
+                 lambda: _core.response_norm_undo(e(), e(), e(), e(), e(), g),
+                 lambda: _core.response_norm_cross_map(e(), e(), e(), g),
+                 lambda: _core.response_norm_cross_map_undo(e(), e(), e(), e(), e(), g),
+                 lambda: _core.contrast_norm(e(), e(), e(), e(), g),
+                 lambda: _core.contrast_norm_undo(e(), e(), e(), e(), e(), e(), g)):
+        with pytest.raises(ValueError, match=r"norm: channels \* imgSizeY \* imgSizeX = .* is too large"):
+            call()
+    # one axis of 2^31 - 1 pixels fits, but its window bounds (p + size/2 + 1) would not
+    tall = _core.NormGeometry(channels=1, img_size_y=2**31 - 1, img_size_x=1, size=3, add_scale=0.1, pow_scale=0.75)
+    with pytest.raises(ValueError, match=r"norm: max\(channels, imgSizeY, imgSizeX\) \+ size = 2147483650 is too large"):
+        _core.response_norm(_empty(), _empty(), _empty(), tall)
+
+
+def test_image_rows_that_wrap_are_a_value_error():
+    g = _core.ImageGeometry(**WRAPS_TO_ZERO)
+    e = _empty
+    taps = np.ones(3, np.float32)
+    for call in (lambda: _core.reflect_horizontal(e(), e(), g), lambda: _core.crop(e(), e(), g, 0, 0, 1, 1),
+                 lambda: _core.gaussian_blur(e(), taps, e(), g, True),
+                 lambda: _core.bed_of_nails(e(), e(), g, 0, 1, 1, 1),
+                 lambda: _core.bed_of_nails_undo(e(), e(), g, 0, 1, 1, 1)):
+        with pytest.raises(ValueError, match=r"image: channels \* imgSizeY \* imgSizeX = .* is too large"):
+            call()
+    # the resize's own output size: 16 * 2^30 * 2^30 = 2^64
+    small = _core.ImageGeometry(channels=16, img_size_y=1, img_size_x=1)
+    with pytest.raises(ValueError, match=r"resize: channels \* tgtSizeY \* tgtSizeX = .* is too large"):
+        _core.resize_bilinear(np.ones((16, 2), np.float32), e(), small, 2**30, 2**30)
+
+
+# Window bounds such as p - start - size + stride - 1 (in the CPU's floor division) passed 2^31
+# with stride 2^31 - 1: window 0 then held no pixel, and the gradients came back zero.
+@pytest.mark.parametrize("stride, too_large", [(2**31 - 7, False), (2**31 - 1, True)])
+def test_pool_window_coordinates_fit_int(stride, too_large):
+    g = _core.PoolGeometry(channels=1, img_size_y=4, img_size_x=4, size_x=2, stride=stride, outputs_y=1, outputs_x=1)
+    assert (4 + 2 + stride > 2**31 - 1) == too_large
+    rng = np.random.default_rng(3)
+    grad = rng.standard_normal((1, 5)).astype(np.float32)
+    targets = np.zeros((16, 5), np.float32)
+    if too_large:
+        with pytest.raises(ValueError, match=r"pool: imgSizeY \+ \|start\| \+ sizeX \+ stride = 2147483653 is too large"):
+            _core.local_avg_undo(grad, targets, g)
+        return
+    _core.local_avg_undo(grad, targets, g)
+    expected = np.zeros((4, 4, 5))
+    expected[:2, :2] = grad.astype(np.float64) / 4  # the one window covers rows and columns 0..1
+    np.testing.assert_allclose(targets.reshape(4, 4, 5), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("stride, too_large", [(2**31 - 7, False), (2**31 - 1, True)])
+def test_cross_map_pool_window_coordinates_fit_int(stride, too_large):
+    g = _core.CrossMapPoolGeometry(channels=4, pixels=1, size=2, stride=stride, outputs=1)
+    rng = np.random.default_rng(4)
+    images = rng.standard_normal((4, 3)).astype(np.float32)
+    pooled = images[:2].max(axis=0, keepdims=True)
+    grad = rng.standard_normal((1, 3)).astype(np.float32)
+    targets = np.zeros((4, 3), np.float32)
+    if too_large:
+        with pytest.raises(ValueError, match=r"cross-map pool: channels \+ \|start\| \+ size \+ stride = .* too large"):
+            _core.cross_map_max_pool_undo(images, pooled, grad, targets, g)
+        return
+    _core.cross_map_max_pool_undo(images, pooled, grad, targets, g)
+    expected = np.zeros((4, 3))
+    winner = images[:2].argmax(axis=0)
+    expected[winner, np.arange(3)] = grad[0]
+    np.testing.assert_array_equal(targets, expected)
+
+
+def test_output_counts_past_int_are_a_value_error():
+    with pytest.raises(ValueError, match="pool: the output count 4294967292 .* is too large"):
+        _core.PoolGeometry.output_size(2**31 - 1, 1, -(2**31 - 3), 1)  # was wrapped to -4
+    with pytest.raises(ValueError, match="pool: the output count .* is too large"):
+        _core.PoolGeometry(channels=1, img_size_y=2**31 - 1, img_size_x=4, size_x=1, start=-(2**31 - 3))
+    with pytest.raises(ValueError, match="conv: the module count 6442450941 .* is too large"):
+        _core.ConvGeometry.output_size(2**31 - 1, 1, 2**31 - 1, 1)  # was wrapped to 2147483645
+
+
+# Layer dicts whose geometry wrapped to the right row count: 2^30 * 652805 * 26317 = 2^64 + 2^30
+# wraps int64 to 2^30, 65537 * 65537 wraps int32 to 131073, (65537 - 1) * 65536 wraps int32 to 0.
+# Each was accepted as a net with a geometry its kernels would have run past.
+_W = 2**30
+WRAPPED_LAYERS = {
+    "rnorm": (_W, dict(type="rnorm", channels=_W, imgSizeY=652805, imgSizeX=26317, size=1, scale=0.1, pow=0.75,
+                       outputs=_W), "norm: channels * imgSizeY * imgSizeX = about"),
+    "cmrnorm": (_W, dict(type="cmrnorm", channels=_W, imgSizeY=652805, imgSizeX=26317, size=1, scale=0.1,
+                         pow=0.75, outputs=_W), "norm: channels * imgSizeY * imgSizeX = about"),
+    "cnorm": (_W, dict(type="cnorm", channels=_W, imgSizeY=652805, imgSizeX=26317, size=1, scale=0.1, pow=0.75,
+                       outputs=_W), "norm: channels * imgSizeY * imgSizeX = about"),
+    "pool": (_W, dict(type="pool", pool="max", channels=_W, imgSizeY=652805, imgSizeX=26317, sizeX=1, stride=1,
+                      outputsY=652805, outputsX=26317, outputs=_W), "pool: channels * imgSizeY * imgSizeX = about"),
+    "href": (_W, dict(type="href", channels=_W, imgSizeY=652805, imgSizeX=26317, outputs=_W),
+             "image: channels * imgSizeY * imgSizeX = about"),
+    "blur": (_W, dict(type="blur", channels=_W, imgSizeY=652805, imgSizeX=26317, filterSize=3,
+                      filter=[0.25, 0.5, 0.25], outputs=_W), "image: channels * imgSizeY * imgSizeX = about"),
+    "cmpool": (131073, dict(type="cmpool", channels=1, imgSizeY=65537, imgSizeX=65537, size=1, stride=1,
+                            outputChannels=1, outputs=131073), "cross-map pool: imgSizeY * imgSizeX = 4295098369"),
+    "nailbed": (16, dict(type="nailbed", channels=1, imgSizeY=4, imgSizeX=4, start=0, stride=65536, outputsY=65537,
+                         outputsX=1, outputs=65537), "(outputsY 65537 - 1) * stride 65536 lies outside the image"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WRAPPED_LAYERS))
+def test_layer_geometry_that_wraps_is_refused(kind):
+    inputs, layer, message = WRAPPED_LAYERS[kind]
+    layers = [dict(name="data", type="data", dataIdx=0, outputs=inputs, gpu=0),
+              dict(layer, name="x", inputs=["data"], gpu=0)]
+    with pytest.raises(ValueError) as err:
+        _core.Net(layers, ["cpu"], 0)
+    assert str(err.value).startswith("layer 'x': ") and message in str(err.value), err.value
+
+
+def test_layer_output_shape_that_wraps_is_refused():
+    layers = [dict(name="data", type="data", dataIdx=0, outputs=_W, outChannels=_W, outSizeY=652805, outSizeX=26317,
+                   gpu=0)]
+    with pytest.raises(ValueError, match=r"layer 'data': layer: outChannels \* outSizeY \* outSizeX = about .* too large"):
+        _core.Net(layers, ["cpu"], 0)
+
+
+def test_a_pool_stride_past_int_in_a_layer_file_is_one_line(tmp_path, cifar, capsys):
+    """The layer file's checks accept one output with any stride; the engine's window
+    arithmetic does not, and says so instead of computing wrong gradients."""
+    net = SMALL_NET.replace("sizeX=3\nstride=2", "sizeX=3\nstride=2147483647\noutputsX=1")
+    layers, params = write_net(tmp_path, net=net)
+    assert convnet(tmp_path, cifar, layers, params) == 2
+    one_line_error(capsys, "pool1", "imgSizeY + |start| + sizeX + stride", "too large")
 
 
 # -- the thread pool ---------------------------------------------------------------------------------

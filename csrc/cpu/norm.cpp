@@ -69,6 +69,7 @@ inline float inverse_power(float d, float p) {
 }
 
 // Positions [lo, hi) of a window of `size` starting at `first`, clipped to [0, extent).
+// int suffices: ops::checkGeometry bounds extent + size (and so first + size) by 2^31 - 1.
 struct Span {
   int lo, hi;
 };

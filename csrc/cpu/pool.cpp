@@ -4,6 +4,9 @@
 // of the tensor being written, so no two threads write the same element and each element
 // is a fixed-order sum: results do not depend on the thread count.
 // The backward routines gather: each input pixel visits the outputs whose windows hold it.
+// Window bounds and pixel counts are ints: ops::checkGeometry bounds extent + |start| + size
+// + stride and the row counts by 2^31 - 1, so none of them overflows; element offsets
+// (which also count images) are int64_t.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -78,7 +81,7 @@ void local_pool(const Tensor& images, Tensor& targets, const PoolGeometry& g, fl
     std::vector<float> acc(numImages);
     for (int64_t r = begin; r < end; ++r) {
       const int c = static_cast<int>(r / g.outputsY), oy = static_cast<int>(r % g.outputsY);
-      const float* channel = in + c * g.imgSizeY * rowStride;
+      const float* channel = in + int64_t{c} * g.imgSizeY * rowStride;
       const Span rows = window(oy, g.start, g.stride, g.sizeX, g.imgSizeY);
       for (int ox = 0; ox < g.outputsX; ++ox) {
         pool_window<Kind>(channel, rowStride, numImages, rows, window(ox, g.start, g.stride, g.sizeX, g.imgSizeX),

@@ -8,7 +8,8 @@
 // access is coalesced.
 // Preconditions (checked by ops::): shapes match the geometry, one device, contiguous,
 // images and targets distinct, crop windows and bed-of-nails samples inside the image (they
-// are read without bounds checks), stride >= 1. Checked here: 32-bit indexing.
+// are read without bounds checks), stride >= 1, blur taps + the axis length within int (so
+// size - p + numTaps / 2 does not overflow). Checked here: 32-bit indexing.
 #include "cuda/kernel_util.cuh"
 #include "ops/image.h"
 

@@ -14,8 +14,10 @@
 // its windows directly (consecutive threads: consecutive images, coalesced). Gradients are
 // gathers, so no atomics. cnorm's backward keeps E in a workspace (kernel_util.cuh) of the
 // images' size.
-// Preconditions (checked by ops::): shapes agree, one device, contiguous, size >= 1.
-// Checked here: 32-bit indexing.
+// Preconditions (checked by ops::): shapes agree, one device, contiguous, size >= 1, and
+// ops::checkGeometry's bound on max(channels, imgSizeY, imgSizeX) + size, which keeps the
+// int window bounds (p + size / 2 + 1, c / size * size + size) from overflowing.
+// Checked here: 32-bit indexing (which also bounds channelPitch and k * channelPitch).
 #include "cuda/kernel_util.cuh"
 #include "ops/norm.h"
 

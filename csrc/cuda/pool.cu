@@ -14,7 +14,9 @@
 // routines gather (each input element sums the outputs that cover it), so they need no
 // atomics and are deterministic. Consecutive threads take consecutive images: coalesced.
 // Preconditions (checked by ops::): shapes match the geometry, one device, contiguous,
-// positive sizes and strides. Checked here: 32-bit indexing.
+// positive sizes and strides, and ops::checkGeometry's bound on extent + |start| + size +
+// stride, which keeps the int window arithmetic (start + o * stride + size, p - start -
+// size, their divisions by stride) from overflowing. Checked here: 32-bit indexing.
 #include "cuda/kernel_util.cuh"
 #include "ops/pool.h"
 

@@ -3,6 +3,7 @@
 //   input (channels * imgSizeY * imgSizeX, numCases) -> acts (outputChannels * imgSizeY * imgSizeX, numCases)
 #include "core/error.h"
 #include "net/layer.h"
+#include "ops/check.h"
 #include "ops/pool.h"
 
 namespace ccn::net {
@@ -13,12 +14,15 @@ class CrossMapPoolLayer : public Layer {
   explicit CrossMapPoolLayer(const LayerConfig& cfg) : Layer(cfg) {
     CrossMapPoolGeometry& g = geometry_;
     g.channels = cfg.getInt("channels");
-    g.pixels = cfg.getInt("imgSizeY") * cfg.getInt("imgSizeX");
+    const int imgSizeY = cfg.getInt("imgSizeY"), imgSizeX = cfg.getInt("imgSizeX");
     g.size = cfg.getInt("size");
     g.start = cfg.getInt("start", 0);
     g.stride = cfg.getInt("stride");
     g.outputs = cfg.getInt("outputChannels");
     try {
+      ops::check_positive(imgSizeY, "imgSizeY");
+      ops::check_positive(imgSizeX, "imgSizeX");
+      g.pixels = static_cast<int>(ops::checked_size("cross-map pool", "imgSizeY * imgSizeX", {imgSizeY, imgSizeX}));
       ops::checkGeometry(g);
     } catch (const ValueError& e) {
       cfg.failLayer(e.what());

@@ -9,6 +9,7 @@
 //            gradient goes back to the sampled pixels, zero elsewhere.
 #include <vector>
 
+#include "core/error.h"
 #include "net/layer.h"
 #include "ops/image.h"
 
@@ -22,6 +23,11 @@ ImageGeometry inputGeometry(const LayerConfig& cfg) {
   g.imgSizeX = cfg.getInt("imgSizeX");
   for (const char* key : {"channels", "imgSizeY", "imgSizeX"})
     if (cfg.getInt(key) <= 0) cfg.fail(key, "must be positive, got " + std::to_string(cfg.getInt(key)));
+  try {
+    ops::checkGeometry(g);
+  } catch (const ValueError& e) {
+    cfg.failLayer(e.what());
+  }
   return g;
 }
 
@@ -91,8 +97,11 @@ class NailbedLayer : public ImageLayer {
     outputsY_ = cfg.getInt("outputsY");
     outputsX_ = cfg.getInt("outputsX");
     if (stride_ <= 0) cfg.fail("stride", "must be positive");
-    if (start_ < 0 || start_ + (outputsY_ - 1) * stride_ >= g_.imgSizeY || start_ + (outputsX_ - 1) * stride_ >= g_.imgSizeX)
-      cfg.failLayer("the sampled pixels run outside the image");
+    try {
+      ops::checkBedOfNails(g_, start_, stride_, outputsY_, outputsX_);
+    } catch (const ValueError& e) {
+      cfg.failLayer(e.what());
+    }
     if (outputs_ != int64_t(g_.channels) * outputsY_ * outputsX_)
       cfg.fail("outputs", "must be channels * outputsY * outputsX");
   }

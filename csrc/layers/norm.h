@@ -3,6 +3,7 @@
 // numCases). `scale` in the dict is already divided by size^2 (rnorm, cnorm) or by size
 // (cmrnorm), so it is the ops' addScale; `pow` is powScale.
 #pragma once
+#include "core/error.h"
 #include "net/layer.h"
 #include "ops/norm.h"
 
@@ -22,6 +23,11 @@ class NormLayer : public Layer {
     g.blocked = cfg.getBool("blocked", false);
     for (const char* key : {"channels", "imgSizeY", "imgSizeX", "size"})
       if (cfg.getInt(key) <= 0) cfg.fail(key, "must be positive, got " + std::to_string(cfg.getInt(key)));
+    try {
+      ops::checkGeometry(g);
+    } catch (const ValueError& e) {
+      cfg.failLayer(e.what());
+    }
     int64_t rows = int64_t(g.channels) * g.imgSizeY * g.imgSizeX;
     if (outputs_ != rows) cfg.fail("outputs", "must be channels * imgSizeY * imgSizeX = " + std::to_string(rows));
   }

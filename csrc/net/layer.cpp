@@ -4,6 +4,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "ops/check.h"
 #include "ops/dense.h"
 
 namespace ccn::net {
@@ -15,9 +16,15 @@ Layer::Layer(const LayerConfig& cfg, bool hasActs) : name_(cfg.name()), type_(cf
   if (outputs_ <= 0) cfg.fail("outputs", "must be positive, got " + std::to_string(outputs_));
   if (cfg.has("outChannels")) {
     outShape_ = {cfg.getInt("outChannels"), cfg.getInt("outSizeY"), cfg.getInt("outSizeX")};
-    if (outShape_[0] * outShape_[1] * outShape_[2] != outputs_)
-      cfg.failLayer("outChannels*outSizeY*outSizeX = " + std::to_string(outShape_[0] * outShape_[1] * outShape_[2]) +
-                    " differs from outputs = " + std::to_string(outputs_));
+    int64_t product = 0;
+    try {
+      product = ops::checked_size("layer", "outChannels * outSizeY * outSizeX", {outShape_[0], outShape_[1], outShape_[2]});
+    } catch (const ValueError& e) {
+      cfg.failLayer(e.what());
+    }
+    if (product != outputs_)
+      cfg.failLayer("outChannels*outSizeY*outSizeX = " + std::to_string(product) + " differs from outputs = " +
+                    std::to_string(outputs_));
   } else {
     outShape_ = {outputs_};
   }

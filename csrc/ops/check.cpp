@@ -42,6 +42,28 @@ void check_positive(int64_t value, const char* name) {
   CCN_CHECK(value > 0, "parameter '", name, "' must be positive, got ", value);
 }
 
+int64_t checked_size(const char* op, const char* what, std::initializer_list<int64_t> factors) {
+  int64_t product = 1;
+  bool wrapped = false;
+  double approx = 1;  // the value to name when the exact product does not fit int64
+  for (int64_t f : factors) {
+    CCN_CHECK(f >= 0, op, ": ", what, " has a negative factor ", f);
+    approx *= double(f);
+    wrapped = __builtin_mul_overflow(product, f, &product) || wrapped;
+  }
+  if (approx == 0) return 0;
+  CCN_CHECK(!wrapped, op, ": ", what, " = about ", approx, " is too large (more than 2^31 - 1)");
+  CCN_CHECK(product <= kMaxIndex, op, ": ", what, " = ", product, " is too large (more than 2^31 - 1)");
+  return product;
+}
+
+void check_coordinates(const char* op, const char* what, std::initializer_list<int64_t> terms) {
+  int64_t sum = 0;
+  for (int64_t t : terms) sum += t;  // each term is an int's magnitude: no int64 overflow
+  CCN_CHECK(sum <= kMaxIndex, op, ": ", what, " = ", sum,
+            " is too large (window coordinates must fit in 32 bits)");
+}
+
 void check_disjoint(const Tensor& out, const char* out_name, const Tensor& in, const char* in_name) {
   // Compared as integers: the two ranges may belong to unrelated allocations.
   auto out_begin = reinterpret_cast<uintptr_t>(out.data());

@@ -4,7 +4,6 @@
 #include "ops/conv.h"
 
 #include <cstdint>
-#include <limits>
 #include <tuple>
 #include <utility>
 
@@ -20,7 +19,10 @@ int ConvGeometry::outputSize(int imgSize, int filterSize, int padding, int strid
   int64_t span = 2 * int64_t(padding) + imgSize - filterSize;
   CCN_CHECK(span >= 0, "filterSize ", filterSize, " is larger than the padded image (", imgSize, " + 2 * ",
             padding, ")");
-  return static_cast<int>(1 + (span + stride - 1) / stride);
+  int64_t count = 1 + (span + stride - 1) / stride;
+  CCN_CHECK(count <= ops::kMaxIndex, "conv: the module count ", count, " (imgSize ", imgSize, ", filterSize ",
+            filterSize, ", padding ", padding, ", stride ", stride, ") is too large (more than 2^31 - 1)");
+  return static_cast<int>(count);
 }
 
 namespace ops {
@@ -46,16 +48,12 @@ void checkGeometry(const ConvGeometry& g) {
               ") is too large for stride ", g.stride, ": the last module starts at ", lastStart,
               ", outside the padded image");
   }
-  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
-  for (auto [value, what] : {std::pair{g.filterPixels(), "filterSize^2"}, std::pair{g.modules(), "modulesY * modulesX"},
-                             std::pair{g.imageRows(), "channels * imgSizeY * imgSizeX"},
-                             std::pair{g.hidRows(), "numFilters * modules"}}) {
-    CCN_CHECK(value <= kMax, "geometry too large: ", what, " = ", value, " exceeds 2^31 - 1");
-  }
-  // a local layer's filter rows (modules * filterChannels * filterSize^2) can pass even 2^63: compare as doubles
-  double filterRows = double(g.local ? g.modules() : 1) * g.filterChannels() * double(g.filterPixels());
-  CCN_CHECK(filterRows <= double(kMax), "geometry too large: the filter matrix's rows (", filterRows,
-            ") exceed 2^31 - 1");
+  // Checked products: channels * imgSizeY * imgSizeX (three ints) can wrap even int64.
+  checked_size("conv", "filterSize^2", {g.filterSize, g.filterSize});
+  checked_size("conv", "modulesY * modulesX", {g.modulesY, g.modulesX});
+  checked_size("conv", "channels * imgSizeY * imgSizeX", {g.channels, g.imgSizeY, g.imgSizeX});
+  checked_size("conv", "numFilters * modulesY * modulesX", {g.numFilters, g.modulesY, g.modulesX});
+  checked_size("conv", "the filter matrix's rows", {g.local ? g.modules() : 1, g.filterChannels(), g.filterPixels()});
   CCN_CHECK(g.channels % g.groups == 0, "parameter 'groups' (", g.groups, ") must divide channels (", g.channels,
             ")");
   CCN_CHECK(g.numFilters % g.groups == 0, "parameter 'groups' (", g.groups, ") must divide numFilters (",

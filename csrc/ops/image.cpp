@@ -3,27 +3,22 @@
 // Outputs never alias inputs: every routine reads pixels other than the one it writes.
 #include "ops/image.h"
 
+#include <algorithm>
+
 #include "ops/check.h"
 
 namespace ccn::ops {
-namespace {
 
-// Positive sizes, and images a (channels * imgSizeY * imgSizeX, numImages) matrix.
-void check_images(const Tensor& images, const char* name, const ImageGeometry& g) {
+void checkGeometry(const ImageGeometry& g) {
   check_positive(g.channels, "channels");
   check_positive(g.imgSizeY, "imgSizeY");
   check_positive(g.imgSizeX, "imgSizeX");
-  check_matrix(images, name, int64_t(g.channels) * g.imgSizeY * g.imgSizeX, images.cols());
-}
-
-// A same-geometry output of `images`, not sharing its memory.
-void check_same_images(const Tensor& targets, const Tensor& images, const ImageGeometry& g) {
-  check_matrix(targets, "targets", int64_t(g.channels) * g.imgSizeY * g.imgSizeX, images.cols());
-  check_disjoint(targets, "targets", images, "images");
+  checked_size("image", "channels * imgSizeY * imgSizeX", {g.channels, g.imgSizeY, g.imgSizeX});
 }
 
 // The sampled pixels start, start + stride, ..., start + (outputs - 1) * stride lie in [0, size).
-void check_nails(int start, int stride, int outputsY, int outputsX, const ImageGeometry& g) {
+void checkBedOfNails(const ImageGeometry& g, int start, int stride, int outputsY, int outputsX) {
+  checkGeometry(g);
   CCN_CHECK(start >= 0, "parameter 'start' must be >= 0, got ", start);
   check_positive(stride, "stride");
   check_positive(outputsY, "outputsY");
@@ -32,6 +27,20 @@ void check_nails(int start, int stride, int outputsY, int outputsX, const ImageG
             outputsY, " - 1) * stride ", stride, " lies outside the image (imgSizeY ", g.imgSizeY, ")");
   CCN_CHECK(start + int64_t(outputsX - 1) * stride < g.imgSizeX, "bed of nails: start ", start, " + (outputsX ",
             outputsX, " - 1) * stride ", stride, " lies outside the image (imgSizeX ", g.imgSizeX, ")");
+}
+
+namespace {
+
+// Images a (channels * imgSizeY * imgSizeX, numImages) matrix of a checked geometry.
+void check_images(const Tensor& images, const char* name, const ImageGeometry& g) {
+  checkGeometry(g);
+  check_matrix(images, name, int64_t(g.channels) * g.imgSizeY * g.imgSizeX, images.cols());
+}
+
+// A same-geometry output of `images`, not sharing its memory.
+void check_same_images(const Tensor& targets, const Tensor& images, const ImageGeometry& g) {
+  check_matrix(targets, "targets", int64_t(g.channels) * g.imgSizeY * g.imgSizeX, images.cols());
+  check_disjoint(targets, "targets", images, "images");
 }
 
 }  // namespace
@@ -65,7 +74,8 @@ void resizeBilinear(const Tensor& images, Tensor& targets, const ImageGeometry& 
   check_images(images, "images", g);
   check_positive(tgtSizeY, "tgtSizeY");
   check_positive(tgtSizeX, "tgtSizeX");
-  check_matrix(targets, "targets", int64_t(g.channels) * tgtSizeY * tgtSizeX, images.cols());
+  check_matrix(targets, "targets", checked_size("resize", "channels * tgtSizeY * tgtSizeX", {g.channels, tgtSizeY, tgtSizeX}),
+               images.cols());
   check_disjoint(targets, "targets", images, "images");
   CCN_DISPATCH(d, resizeBilinear, images, targets, g, tgtSizeY, tgtSizeX, scaleTargets, scaleOutput);
 }
@@ -85,6 +95,8 @@ void gaussianBlur(const Tensor& images, const Tensor& filter, Tensor& targets, c
   check_images(images, "images", g);
   check_numel(filter, "filter", filter.numel());
   CCN_CHECK(filter.numel() % 2 == 1, "argument 'filter' must have an odd number of taps, got ", filter.numel());
+  // The backends take the tap count and the tap window's bounds (p + taps/2 + 1) as int.
+  check_coordinates("blur", "max(imgSizeY, imgSizeX) + filter taps", {std::max(g.imgSizeY, g.imgSizeX), filter.numel()});
   check_same_images(targets, images, g);
   check_disjoint(targets, "targets", filter, "filter");
   CCN_DISPATCH(d, gaussianBlur, images, filter, targets, g, horizontal, scaleTargets, scaleOutput);
@@ -94,7 +106,7 @@ void bedOfNails(const Tensor& images, Tensor& targets, const ImageGeometry& g, i
                 int outputsY, int outputsX, float scaleTargets, float scaleOutput) {
   Device d = common_device({{"images", &images}, {"targets", &targets}});
   check_images(images, "images", g);
-  check_nails(start, stride, outputsY, outputsX, g);
+  checkBedOfNails(g, start, stride, outputsY, outputsX);
   check_matrix(targets, "targets", int64_t(g.channels) * outputsY * outputsX, images.cols());
   check_disjoint(targets, "targets", images, "images");
   CCN_DISPATCH(d, bedOfNails, images, targets, g, start, stride, outputsY, outputsX, scaleTargets, scaleOutput);
@@ -104,7 +116,7 @@ void bedOfNailsUndo(const Tensor& outGrads, Tensor& targets, const ImageGeometry
                     int outputsY, int outputsX, float scaleTargets, float scaleOutput) {
   Device d = common_device({{"outGrads", &outGrads}, {"targets", &targets}});
   check_images(targets, "targets", g);
-  check_nails(start, stride, outputsY, outputsX, g);
+  checkBedOfNails(g, start, stride, outputsY, outputsX);
   check_matrix(outGrads, "outGrads", int64_t(g.channels) * outputsY * outputsX, targets.cols());
   check_disjoint(targets, "targets", outGrads, "outGrads");
   CCN_DISPATCH(d, bedOfNailsUndo, outGrads, targets, g, start, stride, outputsY, outputsX, scaleTargets,

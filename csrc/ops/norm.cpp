@@ -9,18 +9,19 @@
 #include "ops/check.h"
 
 namespace ccn::ops {
-namespace {
 
-void check_geometry(const NormGeometry& g) {
+void checkGeometry(const NormGeometry& g) {
   check_positive(g.channels, "channels");
   check_positive(g.imgSizeY, "imgSizeY");
   check_positive(g.imgSizeX, "imgSizeX");
   check_positive(g.size, "size");
-  // A window wider than twice the largest extent covers everything anyway; the bound keeps
-  // window arithmetic far from int overflow.
+  // A window wider than twice the largest extent covers everything anyway.
   const int64_t extent = std::max({g.channels, g.imgSizeY, g.imgSizeX});
   CCN_CHECK(g.size <= 2 * extent + 1, "parameter 'size' (", g.size, ") is larger than 2 * ", extent,
             " + 1 (twice the largest of channels, imgSizeY, imgSizeX)");
+  checked_size("norm", "channels * imgSizeY * imgSizeX", {g.channels, g.imgSizeY, g.imgSizeX});
+  // Window bounds (p - size/2, p + size/2 + 1, c/size*size + size) lie within extent + size.
+  check_coordinates("norm", "max(channels, imgSizeY, imgSizeX) + size", {extent, g.size});
   // minDiv > 0 and addScale >= 0 keep every denominator positive, so d^(-powScale) is finite.
   CCN_CHECK(std::isnormal(g.minDiv) && g.minDiv > 0.f, "parameter 'minDiv' must be positive (and a normal float), got ",
             g.minDiv);
@@ -28,6 +29,8 @@ void check_geometry(const NormGeometry& g) {
             g.addScale);
   CCN_CHECK(std::isfinite(g.powScale), "parameter 'powScale' must be finite, got ", g.powScale);
 }
+
+namespace {
 
 int64_t image_rows(const NormGeometry& g) { return int64_t{g.channels} * g.imgSizeY * g.imgSizeX; }
 
@@ -41,7 +44,7 @@ void check_images(std::initializer_list<NamedTensor> tensors, const NormGeometry
 void responseNorm(const Tensor& images, Tensor& denoms, Tensor& targets, const NormGeometry& g, float scaleTargets,
                   float scaleOutput) {
   Device d = common_device({{"images", &images}, {"denoms", &denoms}, {"targets", &targets}});
-  check_geometry(g);
+  checkGeometry(g);
   check_images({{"images", &images}, {"denoms", &denoms}, {"targets", &targets}}, g, images.cols());
   CCN_DISPATCH(d, responseNorm, images, denoms, targets, g, scaleTargets, scaleOutput);
 }
@@ -50,7 +53,7 @@ void responseNormUndo(const Tensor& outGrads, const Tensor& images, const Tensor
                       Tensor& targets, const NormGeometry& g, float scaleTargets, float scaleOutput) {
   Device d = common_device(
       {{"outGrads", &outGrads}, {"images", &images}, {"acts", &acts}, {"denoms", &denoms}, {"targets", &targets}});
-  check_geometry(g);
+  checkGeometry(g);
   check_images(
       {{"outGrads", &outGrads}, {"images", &images}, {"acts", &acts}, {"denoms", &denoms}, {"targets", &targets}},
       g, outGrads.cols());
@@ -60,7 +63,7 @@ void responseNormUndo(const Tensor& outGrads, const Tensor& images, const Tensor
 void responseNormCrossMap(const Tensor& images, Tensor& denoms, Tensor& targets, const NormGeometry& g,
                           float scaleTargets, float scaleOutput) {
   Device d = common_device({{"images", &images}, {"denoms", &denoms}, {"targets", &targets}});
-  check_geometry(g);
+  checkGeometry(g);
   check_images({{"images", &images}, {"denoms", &denoms}, {"targets", &targets}}, g, images.cols());
   CCN_DISPATCH(d, responseNormCrossMap, images, denoms, targets, g, scaleTargets, scaleOutput);
 }
@@ -70,7 +73,7 @@ void responseNormCrossMapUndo(const Tensor& outGrads, const Tensor& images, cons
                               float scaleOutput) {
   Device d = common_device(
       {{"outGrads", &outGrads}, {"images", &images}, {"acts", &acts}, {"denoms", &denoms}, {"targets", &targets}});
-  check_geometry(g);
+  checkGeometry(g);
   check_images(
       {{"outGrads", &outGrads}, {"images", &images}, {"acts", &acts}, {"denoms", &denoms}, {"targets", &targets}},
       g, outGrads.cols());
@@ -81,7 +84,7 @@ void contrastNorm(const Tensor& images, Tensor& meanDiffs, Tensor& denoms, Tenso
                   float scaleTargets, float scaleOutput) {
   Device d = common_device(
       {{"images", &images}, {"meanDiffs", &meanDiffs}, {"denoms", &denoms}, {"targets", &targets}});
-  check_geometry(g);
+  checkGeometry(g);
   check_images({{"images", &images}, {"meanDiffs", &meanDiffs}, {"denoms", &denoms}, {"targets", &targets}}, g,
                images.cols());
   CCN_DISPATCH(d, contrastNorm, images, meanDiffs, denoms, targets, g, scaleTargets, scaleOutput);
@@ -96,7 +99,7 @@ void contrastNormUndo(const Tensor& outGrads, const Tensor& images, const Tensor
                             {"acts", &acts},
                             {"denoms", &denoms},
                             {"targets", &targets}});
-  check_geometry(g);
+  checkGeometry(g);
   check_images({{"outGrads", &outGrads},
                 {"images", &images},
                 {"meanDiffs", &meanDiffs},

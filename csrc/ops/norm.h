@@ -34,6 +34,12 @@ struct NormGeometry {
 
 namespace ops {
 #include "ops/norm.inc"
+// Throws ValueError unless g is a geometry the norm routines accept (every routine checks it,
+// the layers check it when built): positive sizes, size <= 2 * extent + 1, a usable minDiv /
+// addScale / powScale, and, in 64-bit arithmetic, channels * imgSizeY * imgSizeX and
+// max(channels, imgSizeY, imgSizeX) + size at most 2^31 - 1, so the backends compute
+// window bounds and window pixel counts in int.
+void checkGeometry(const NormGeometry& g);
 }
 namespace cpu {
 #include "ops/norm.inc"

@@ -3,6 +3,7 @@
 #include "ops/pool.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "ops/check.h"
 
@@ -15,6 +16,8 @@ int PoolGeometry::outputSize(int imgSize, int sizeX, int start, int stride) {
   // ceil(span / stride) for a span of either sign (integer division truncates toward 0).
   int64_t span = static_cast<int64_t>(imgSize) - start - sizeX;
   int64_t steps = span > 0 ? (span + stride - 1) / stride : -((-span) / stride);
+  CCN_CHECK(steps + 1 <= ops::kMaxIndex, "pool: the output count ", steps + 1, " (imgSize ", imgSize, ", start ", start,
+            ", sizeX ", sizeX, ", stride ", stride, ") is too large (more than 2^31 - 1)");
   return static_cast<int>(steps + 1);
 }
 
@@ -35,6 +38,12 @@ void check_windows(int extent, int size, int start, int stride, int outputs, con
             " starts at ", lastStart, ", outside ", extentName, " = ", extent);
 }
 
+// The backends compute window bounds (start + k*stride + size, p - start - size, and their
+// floor divisions by stride) in int: each is bounded by extent + |start| + size + stride.
+void check_axis(const char* op, int extent, int size, int start, int stride, const char* what) {
+  check_coordinates(op, what, {extent, std::abs(int64_t{start}), size, stride});
+}
+
 }  // namespace
 
 void checkGeometry(const PoolGeometry& g) {
@@ -47,6 +56,10 @@ void checkGeometry(const PoolGeometry& g) {
   check_positive(g.outputsX, "outputsX");
   check_windows(g.imgSizeY, g.sizeX, g.start, g.stride, g.outputsY, "imgSizeY", "outputsY");
   check_windows(g.imgSizeX, g.sizeX, g.start, g.stride, g.outputsX, "imgSizeX", "outputsX");
+  checked_size("pool", "channels * imgSizeY * imgSizeX", {g.channels, g.imgSizeY, g.imgSizeX});
+  checked_size("pool", "channels * outputsY * outputsX", {g.channels, g.outputsY, g.outputsX});
+  check_axis("pool", g.imgSizeY, g.sizeX, g.start, g.stride, "imgSizeY + |start| + sizeX + stride");
+  check_axis("pool", g.imgSizeX, g.sizeX, g.start, g.stride, "imgSizeX + |start| + sizeX + stride");
 }
 
 void checkGeometry(const CrossMapPoolGeometry& g) {
@@ -56,6 +69,9 @@ void checkGeometry(const CrossMapPoolGeometry& g) {
   check_positive(g.stride, "stride");
   check_positive(g.outputs, "outputs");
   check_windows(g.channels, g.size, g.start, g.stride, g.outputs, "channels", "outputs");
+  checked_size("cross-map pool", "channels * pixels", {g.channels, g.pixels});
+  checked_size("cross-map pool", "outputs * pixels", {g.outputs, g.pixels});
+  check_axis("cross-map pool", g.channels, g.size, g.start, g.stride, "channels + |start| + size + stride");
 }
 
 namespace {

@@ -21,7 +21,8 @@ struct PoolGeometry {
   int start = 0;    // first window's offset (<= 0 pads)
   int stride = 1;
   int outputsY = 0, outputsX = 0;
-  // cuda-convnet's default output count: ceil((imgSize - start - sizeX) / stride) + 1.
+  // cuda-convnet's default output count: ceil((imgSize - start - sizeX) / stride) + 1
+  // (ValueError when it exceeds 2^31 - 1).
   static int outputSize(int imgSize, int sizeX, int start, int stride);
 };
 
@@ -36,7 +37,13 @@ struct CrossMapPoolGeometry {
 
 namespace ops {
 #include "ops/pool.inc"
-// Throw ValueError unless g is a geometry the pool routines accept (every routine checks it).
+// Throw ValueError unless g is a geometry the pool routines accept (every routine checks it,
+// the layers check it when built). Besides sanity (positive sizes, every window covering
+// part of the input), it bounds by 2^31 - 1, in 64-bit arithmetic:
+//   the row counts: channels * imgSizeY * imgSizeX and channels * outputsY * outputsX
+//                   (cross-map: channels * pixels and outputs * pixels);
+//   per axis, extent + |start| + size + stride, which bounds every window coordinate;
+// so the backends compute pixel counts and window bounds in int.
 void checkGeometry(const PoolGeometry& g);
 void checkGeometry(const CrossMapPoolGeometry& g);
 }
