@@ -178,8 +178,8 @@ def test_alexnet_two_towers_split_equals_one_device_batch8(device):
     """One training step of the two-tower net split over two logical devices of the device
     under test (cpu,cpu or cuda 0,0) gives the weights of the same net on one CPU device, to
     fp32 rounding (the engine draws the same initial weights from the seed on every device).
-    Not on the emulated CUDA backend: there one step takes about 20 minutes (it was run by
-    hand: benchmarks/RESULTS.md)."""
+    Not on the emulated CUDA backend: there one step takes about 20 minutes (run by hand with
+    benchmarks/split_check.py: bit-identical to one emulated device; benchmarks/RESULTS.md)."""
     from ccn import _core, config
     if device != "cpu" and _core.cuda_emulated:
         pytest.skip("the emulated CUDA backend takes ~20 minutes for one AlexNet step")
