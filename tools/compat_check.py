@@ -59,14 +59,21 @@ def find_pairs(corpus):
     return pairs
 
 
+def read_sections(path):
+    """The sections of a layer file as Python's ConfigParser reads them (duplicates merged);
+    no sections when it cannot be read as INI at all."""
+    parser = configparser.RawConfigParser(strict=False)
+    try:
+        parser.read(path or [])
+    except configparser.Error:
+        return configparser.RawConfigParser(strict=False)
+    return parser
+
+
 def rejected_by_originals(layer_def, layer_params=None):
     """Why cuda-convnet's own parsers refused this pair (None when they did not)."""
     from ccn import config
-    parser = configparser.RawConfigParser(strict=False)
-    try:
-        parser.read(layer_def)
-    except configparser.Error:
-        return None
+    parser = read_sections(layer_def)
     for section in parser.sections():
         kind = parser.get(section, "type", fallback="")
         if kind in ("rnorm", "cnorm", "cmrnorm") and not parser.has_option(section, "size"):
@@ -74,11 +81,7 @@ def rejected_by_originals(layer_def, layer_params=None):
         if kind == "pool" and parser.get(section, "pool", fallback="").strip() == "rand":
             return (f"[{section}] pool=rand: the 2012 release's RandomPoolLayer calls convLocalRandomPool, which "
                     "no released source defines (it could not be built; nothing says what it computed)")
-    params = configparser.RawConfigParser(strict=False)
-    try:
-        params.read(layer_params or [])
-    except configparser.Error:
-        return None
+    params = read_sections(layer_params)
     for section in params.sections():
         for key in ("schedW", "schedB"):
             text = params.get(section, key, fallback="default")
@@ -99,11 +102,7 @@ def uses_replicas(layer_def):
 
 def devices_needed(layer_def):
     """1 + the largest gpu= index in the definition file (a replica list counts its largest)."""
-    parser = configparser.RawConfigParser(strict=False)
-    try:
-        parser.read(layer_def)
-    except configparser.Error:
-        return 1
+    parser = read_sections(layer_def)
     top = 0
     for section in parser.sections():
         for entry in parser.get(section, "gpu", fallback="0").split(","):
@@ -122,11 +121,7 @@ def label_rows(layer_def):
     """The rows of the label matrices a net compares with an output layer (a cross-entropy
     or element-wise cost, or an eltsum of labels and outputs under a sum-of-squares cost):
     the outputs= of the layer the labels (dataIdx=1) meet; 0 for class indices (logreg)."""
-    parser = configparser.RawConfigParser(strict=False)
-    try:
-        parser.read(layer_def)
-    except configparser.Error:
-        return 0
+    parser = read_sections(layer_def)
     labels = [s for s in parser.sections() if parser.get(s, "type", fallback="") == "data"
               and parser.get(s, "dataIdx", fallback="").strip() == "1"]
     for section in parser.sections():
@@ -143,7 +138,7 @@ def label_rows(layer_def):
 
 def input_size(layer_def, layer_params):
     """(the first candidate image size the net parses at, None) or, when none does, (None, the
-    parse error: the one every size gives if there is one, else the first size's)."""
+    parse error of the size that got furthest: _how_far)."""
     from ccn import config
     from ccn.data.dummy import SMALL_CLASS_TREE
     from ccn.data.base import class_tree_parents
@@ -163,12 +158,7 @@ def _how_far(error, layer_def, layer_params):
     past all of them for an error of the params file (the geometry at this size was fine)."""
     if layer_params and os.path.basename(layer_params) in error:
         return 1 << 30
-    parser = configparser.RawConfigParser(strict=False)
-    try:
-        parser.read(layer_def)
-    except configparser.Error:
-        return -1
-    named = [i for i, section in enumerate(parser.sections()) if f"[{section}]" in error]
+    named = [i for i, section in enumerate(read_sections(layer_def).sections()) if f"[{section}]" in error]
     return max(named, default=-1)
 
 
@@ -206,8 +196,9 @@ def data_options_for(layer_def, size, cifar_dir):
     dummy = [f"--batch-size={CASES_PER_BATCH}", "--train-range=1", "--test-range=2"]
     if uses_class_tree(layer_def):
         return [f"--data-provider=dummy-lr-{3 * size * size}"] + dummy
-    if label_rows(layer_def):
-        return [f"--data-provider=dummy-cn-{3 * size * size}", f"--label-rows={label_rows(layer_def)}"] + dummy
+    rows = label_rows(layer_def)
+    if rows:
+        return [f"--data-provider=dummy-cn-{3 * size * size}", f"--label-rows={rows}"] + dummy
     return data_options(size, cifar_dir)
 
 
