@@ -88,7 +88,7 @@ class TreeFcLayer : public WeightLayer {
     if (s.eps == 0.f) return;
     ops::mult(rate_, s.grad, step_, 0.f, 1.f);
     if (s.wc != 0.f) ops::mult(rateSquared_, s.weights, step_, 1.f, -s.wc * static_cast<float>(numCases));
-    ops::momentumUpdate(s.weights, step_, s.inc, s.eps / numCases, s.mom, 0.f);
+    s.step(step_, numCases, 0.f);  // the decay is in step_
   }
 
  private:

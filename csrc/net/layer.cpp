@@ -63,10 +63,13 @@ WeightLayer::WeightLayer(const LayerConfig& cfg, size_t numWeights) : Layer(cfg)
   weights.resize(numWeights);
 }
 
+void WeightStore::step(const Tensor& direction, int numCases, float wcEps) {
+  if (eps != 0.f) ops::momentumUpdate(weights, direction, inc, eps / numCases, mom, wcEps);
+}
+
 void WeightLayer::updateWeights(size_t i, int numCases) {
   WeightStore& s = *weights[i].store;
-  if (s.eps == 0.f) return;
-  ops::momentumUpdate(s.weights, s.grad, s.inc, s.eps / numCases, s.mom, s.wc * s.eps);
+  s.step(s.grad, numCases, s.wc * s.eps);
 }
 
 void WeightLayer::setLearningParams(const std::vector<float>& epsW, float epsB, const std::vector<float>& momW,

@@ -148,6 +148,11 @@ struct WeightStore {
   Tensor weights, inc, grad;
   float eps = 0.f, mom = 0.f, wc = 0.f;
   int gradWriters = 0;  // layers that write grad per bprop (set by the Net)
+
+  // One momentum step along `direction` (a gradient summed over numCases cases):
+  // inc = mom * inc + eps / numCases * direction - wcEps * weights; weights += inc.
+  // Nothing when eps is 0 (frozen).
+  void step(const Tensor& direction, int numCases, float wcEps);
 };
 
 struct WeightSlot {

@@ -962,8 +962,8 @@ void Net::updateOn(Worker& w, int numCases) {
     if (!wl || wl->replicaIndex > 0) continue;  // replica 0 updates for all its replicas
     for (size_t i = 0; i < wl->weights.size(); ++i)
       if (!wl->weights[i].shared) wl->updateWeights(i, numCases);
-    WeightStore& b = *wl->bias.store;  // biases do not decay
-    if (b.eps != 0.f) ops::momentumUpdate(b.weights, b.grad, b.inc, b.eps / numCases, b.mom, 0.f);
+    WeightStore& b = *wl->bias.store;
+    b.step(b.grad, numCases, 0.f);  // biases do not decay
     // ... and hands them the new weights (they are done with theirs for this pass).
     for (size_t r = 1; r < wl->replicaGroup.size(); ++r) {
       auto& other = static_cast<WeightLayer&>(*wl->replicaGroup[r]);
