@@ -611,6 +611,10 @@ class _ParamSource:
                               f"{where}; layers with weights need epsW, epsB, momW and momB")
         return getter(sec, key, *args, **kwargs)
 
+    def warn_unread(self, key, why):
+        """One warning line: a key the 2012 release's parser never read is ignored here too."""
+        warn(f"{self.params_path}: [{self.layer_name}] {key}: ignored, as by the 2012 release's parser ({why})")
+
     def tunable(self, key, getter, *args, default=_REQUIRED, **kwargs):
         """A value either file may give (layer-params first); None: keep the current one."""
         for sec in (self.params_sec, self.def_sec):
@@ -728,8 +732,7 @@ class _WeightLayerParser(LayerParser):
         for key, instead in _UNREAD_2012_KEYS.items():
             text = source.learning(key, _Section.get_str, default="0")
             if text.strip().lower() not in ("", "0", "0.0", "0.00", "default"):
-                warn(f"{source.params_path}: [{source.layer_name}] {key}: ignored, as by the 2012 release's parser "
-                     f"({instead} do this)")
+                source.warn_unread(key, f"{instead} do this")
         period = source.learning("updatePeriod", _Section.get_int, default=0, minimum=0)
         if period > 1:
             if any(layer.get("weightSource") or []) if isinstance(layer.get("weightSource"), list) \
@@ -1284,8 +1287,7 @@ class _ElementCostParser(_CostLayerParser):
         super().apply_params(source, layer, layers_by_name)
         topk = source.tunable("topk", _Section.get_int, default=1, minimum=1)
         if topk not in (None, 1):
-            warn(f"{source.params_path}: [{source.layer_name}] topk: ignored, as by the 2012 release's parser "
-                 f"({self.type_name} counts no errors)")
+            source.warn_unread("topk", f"{self.type_name} counts no errors")
 
     def check_inputs(self, sec, inputs):
         labels, outputs = inputs
